@@ -1,0 +1,3 @@
+//! The `bundler` library: fetch → verify → pack → sign.
+pub mod cache;
+pub mod fetch;

@@ -1,0 +1,1 @@
+//! Extracting members of upstream tar archives.
