@@ -1,3 +1,7 @@
 //! The `bundler` library: fetch → verify → pack → sign.
+pub mod build;
 pub mod cache;
 pub mod fetch;
+pub mod keys;
+pub mod pin;
+pub mod progress;

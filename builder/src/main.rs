@@ -1,1 +1,438 @@
-fn main() {}
+//! `bundler`: builds signed install bundles from a spec of pinned artifacts.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use bundle_spec::read::{BundleReader, ReadError, inspect_unverified};
+use bundle_spec::spec::{Manifest, Step};
+use bundle_spec::{Limits, Reporter as _, Timestamp};
+use bundler::build::{BuildOptions, build};
+use bundler::fetch::FetchOptions;
+use bundler::keys::{KeygenProtection, keygen, load_secret, load_trusted};
+use bundler::pin::pin;
+use bundler::progress::{Display, Progress};
+use clap::{Args, Parser, Subcommand};
+use indicatif::HumanBytes;
+use serde_json::json;
+
+/// `println!` that ignores a closed pipe (`bundler inspect X | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Exit code when a bundle fails verification.
+const EXIT_VERIFY: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "bundler",
+    version,
+    about = "Build signed install bundles for air-gapped hosts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download, verify, pack and sign the artifacts of a spec into one bundle.
+    Build {
+        /// The spec (JSON).
+        spec: PathBuf,
+        /// Output file [default: NAME.tar.zst in the current directory].
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Secret key to sign with (minisign format).
+        #[arg(long, env = "BUNDLER_KEY")]
+        key: PathBuf,
+        /// zstd compression level (1-19).
+        #[arg(long, default_value_t = bundle_spec::format::DEFAULT_ZSTD_LEVEL)]
+        level: i32,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Download unpinned artifacts and write their sha256 and size into the spec.
+    Pin {
+        /// The spec (JSON); rewritten in place.
+        spec: PathBuf,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Create a signing key pair: OUT.pub and OUT.key.
+    Keygen {
+        /// Path prefix of the two files, e.g. keys/release.
+        #[arg(long)]
+        out: PathBuf,
+        /// Store the secret key without a passphrase (throwaway keys only).
+        #[arg(long)]
+        unencrypted: bool,
+    },
+    /// Verify a bundle completely: signature, manifest and every artifact byte.
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Trusted public key(s) (minisign format).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show a bundle's manifest, signing key and artifacts.
+    Inspect {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Check the manifest's signature against these public keys.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// Download cache [default: $XDG_CACHE_HOME/bundler].
+    #[arg(long, env = "BUNDLER_CACHE")]
+    cache: Option<PathBuf>,
+    /// Parallel downloads.
+    #[arg(short, long, default_value_t = 4)]
+    jobs: usize,
+    /// Use only the cache; never download.
+    #[arg(long)]
+    offline: bool,
+    /// Attempts per URL after the first.
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
+    /// Seconds without a byte after which a transfer is retried.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+impl FetchArgs {
+    fn options(&self) -> FetchOptions {
+        FetchOptions {
+            jobs: self.jobs.max(1),
+            offline: self.offline,
+            retries: self.retries,
+            idle_timeout: Duration::from_secs(self.timeout.max(1)),
+            ..FetchOptions::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eoutln!("error: {e:#}");
+            if e.downcast_ref::<ReadError>().is_some() {
+                ExitCode::from(EXIT_VERIFY)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Build {
+            spec,
+            out,
+            key,
+            level,
+            fetch,
+            json,
+            quiet,
+        } => {
+            let key = load_secret(&key)?;
+            let progress = Progress::new(Display::detect(quiet));
+            let result = build(
+                BuildOptions {
+                    spec,
+                    out,
+                    key,
+                    cache: fetch.cache.clone(),
+                    fetch: fetch.options(),
+                    level,
+                },
+                &progress,
+            );
+            progress.finish();
+            let built = result?;
+            let downloaded = built.fetched.iter().filter(|f| !f.from_cache).count();
+            let m = &built.manifest;
+            if json {
+                let artifacts: Vec<_> = built
+                    .fetched
+                    .iter()
+                    .map(|f| json!({"name": f.name, "sha256": f.sha256, "size": f.size, "source": f.source, "from_cache": f.from_cache}))
+                    .collect();
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "bundle": built.bundle, "signature": built.signature, "name": m.name, "version": m.version,
+                        "serial": m.serial, "created": m.created, "key_id": built_key_id(&built.signature),
+                        "manifest_sha256": built.manifest_sha256, "size": built.size, "artifacts": artifacts,
+                    }))?
+                );
+            } else {
+                outln!(
+                    "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache), signed by key {}",
+                    m.name,
+                    m.version,
+                    m.serial,
+                    built.bundle.display(),
+                    HumanBytes(built.size),
+                    built.fetched.len(),
+                    downloaded,
+                    built.fetched.len() - downloaded,
+                    built_key_id(&built.signature)
+                );
+                outln!("detached signature: {}", built.signature.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pin { spec, fetch, quiet } => {
+            let progress = Progress::new(Display::detect(quiet));
+            let result = pin(&spec, fetch.cache.as_deref(), &fetch.options(), &progress);
+            progress.finish();
+            let pinned = result?;
+            if pinned.is_empty() {
+                outln!("{}: every artifact is already pinned", spec.display());
+            }
+            for f in pinned {
+                outln!(
+                    "pinned {}: sha256 {} size {} (from {})",
+                    f.name,
+                    f.sha256,
+                    f.size,
+                    f.source
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out, unencrypted } => {
+            let protection = if unencrypted {
+                KeygenProtection::Unencrypted
+            } else {
+                KeygenProtection::Passphrase
+            };
+            let g = keygen(&out, protection)?;
+            outln!("key id {}", g.public.id);
+            outln!(
+                "public key: {} (copy it into keys/ before `make static`, and to hosts' /etc/install-bundle/trusted.d/)",
+                g.public_path.display()
+            );
+            outln!(
+                "secret key: {} (mode 0600; keep it offline, never commit it)",
+                g.secret_path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            bundle,
+            keys,
+            json,
+            quiet,
+        } => {
+            let trusted = load_trusted(&keys)?;
+            let file =
+                File::open(&bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let limits = Limits::default();
+            let reader = BundleReader::open(file, &trusted, &limits)
+                .with_context(|| format!("{} refused", bundle.display()))?;
+            let total = reader.manifest().total_artifact_bytes();
+            let progress =
+                Progress::new(Display::detect(quiet || json)).with_overall("verify", total);
+            progress.on_phase("verify");
+            let result = reader.read_artifacts(&mut bundle_spec::read::DiscardSink, &progress);
+            progress.finish();
+            let v = result.with_context(|| format!("{} refused", bundle.display()))?;
+            let m = &v.manifest;
+            let expired = m.expires.is_some_and(|e| e <= Timestamp::now());
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "bundle": bundle, "ok": true, "name": m.name, "version": m.version, "serial": m.serial,
+                        "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256,
+                        "artifacts": m.artifacts.len(), "artifact_bytes": v.artifact_bytes, "size": size, "expired": expired,
+                    }))?
+                );
+            } else {
+                outln!(
+                    "OK {}: {} {} (serial {}), signed by trusted key {}, {} artifacts ({}) verified",
+                    bundle.display(),
+                    m.name,
+                    m.version,
+                    m.serial,
+                    v.key_id,
+                    m.artifacts.len(),
+                    HumanBytes(v.artifact_bytes)
+                );
+                if expired {
+                    eoutln!(
+                        "warning: the bundle expired at {}; install-bundle will refuse it",
+                        m.expires.map(|e| e.to_string()).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { bundle, keys, json } => {
+            let open =
+                || File::open(&bundle).with_context(|| format!("cannot open {}", bundle.display()));
+            let limits = Limits::default();
+            let size = open()?.metadata().map(|m| m.len()).unwrap_or(0);
+            let (manifest, key_id, sig_status) = if keys.is_empty() {
+                let u = inspect_unverified(open()?, &limits)
+                    .with_context(|| format!("{} refused", bundle.display()))?;
+                (
+                    u.manifest,
+                    u.signature.key_id,
+                    "NOT checked (pass --key PUB to check)".to_owned(),
+                )
+            } else {
+                let trusted = load_trusted(&keys)?;
+                let r = BundleReader::open(open()?, &trusted, &limits)
+                    .with_context(|| format!("{} refused", bundle.display()))?;
+                (
+                    r.manifest().clone(),
+                    r.key_id(),
+                    "good (manifest only; `bundler verify` checks every byte)".to_owned(),
+                )
+            };
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&manifest)?);
+            } else {
+                print_inspect(&bundle, size, &manifest, &key_id.to_string(), &sig_status);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The key id of a detached signature file just written.
+fn built_key_id(sig: &std::path::Path) -> String {
+    std::fs::read_to_string(sig)
+        .ok()
+        .and_then(|t| bundle_spec::sign::Signature::parse(&t).ok())
+        .map(|s| s.key_id.to_string())
+        .unwrap_or_default()
+}
+
+fn print_inspect(
+    bundle: &std::path::Path,
+    size: u64,
+    m: &Manifest,
+    key_id: &str,
+    sig_status: &str,
+) {
+    outln!("bundle     {} ({})", bundle.display(), HumanBytes(size));
+    outln!("name       {} {} (serial {})", m.name, m.version, m.serial);
+    outln!("created    {}", m.created);
+    outln!(
+        "expires    {}",
+        m.expires
+            .map_or_else(|| "never".to_owned(), |e| e.to_string())
+    );
+    outln!(
+        "target     {}/{}",
+        m.target.os.as_str(),
+        m.target.arch.as_str()
+    );
+    outln!("key id     {key_id}");
+    outln!("signature  {sig_status}");
+    if !m.variables.is_empty() {
+        outln!("variables");
+        for (name, v) in &m.variables {
+            let mut notes = Vec::new();
+            if v.required {
+                notes.push("required".to_owned());
+            }
+            if let Some(d) = &v.default {
+                notes.push(format!("default {d:?}"));
+            }
+            if let Some(p) = &v.pattern {
+                notes.push(format!("pattern {p:?}"));
+            }
+            outln!("  {name:<20} {}", notes.join(", "));
+        }
+    }
+    outln!(
+        "artifacts  {} ({})",
+        m.artifacts.len(),
+        HumanBytes(m.total_artifact_bytes())
+    );
+    let width = m
+        .artifacts
+        .keys()
+        .map(|n| n.as_str().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    outln!(
+        "  {:<width$}  {:>10}  {:<64}  URL",
+        "NAME",
+        "SIZE",
+        "SHA256"
+    );
+    for (name, a) in &m.artifacts {
+        outln!(
+            "  {:<width$}  {:>10}  {}  {}",
+            name.as_str(),
+            HumanBytes(a.size).to_string(),
+            a.sha256,
+            a.url
+        );
+    }
+    outln!("steps      {}", m.steps.len());
+    for (i, s) in m.steps.iter().enumerate() {
+        let what = match s {
+            Step::Debs(d) => d
+                .artifacts
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Step::SwapOff(_) => String::new(),
+            Step::KernelModule(k) => k.name.to_string(),
+            Step::Binary(b) => format!("{} -> {} ({})", b.artifact, b.dest, b.mode),
+            Step::Extract(e) => format!("{} -> {}", e.artifact, e.dest),
+            Step::Directory(d) => d
+                .paths
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Step::File(f) => format!("{} ({})", f.dest, f.mode),
+            Step::SystemdUnit(u) => u.name.to_string(),
+            Step::Command(c) => c.argv.join(" "),
+        };
+        outln!("  {:>3}. {:<14} {what}", i + 1, s.kind());
+    }
+}

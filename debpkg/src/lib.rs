@@ -1,1 +1,31 @@
-//! Debian package metadata.
+//! Debian package metadata, without running dpkg.
+//!
+//! * [`version`] — [`Version`] parsing and dpkg's exact ordering.
+//! * [`control`] — deb822 stanzas ([`Stanza`]), read streaming with
+//!   [`StanzaReader`].
+//! * [`relation`] — `Depends`-style fields ([`Relation`]) and `Provides`.
+//! * [`deb`] — the control file of a `.deb` ([`read_control`]) and its
+//!   dependency metadata ([`DebInfo`]).
+//! * [`status`] — dpkg's status database ([`Status`]).
+//! * [`check`] — the installer preflight: [`check_dependencies`] and
+//!   [`already_installed`].
+//!
+//! The crate is pure Rust library code: it spawns no processes and needs no
+//! Debian tools on the host.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod check;
+pub mod control;
+pub mod deb;
+pub mod relation;
+pub mod status;
+pub mod version;
+
+pub use check::{Unmet, already_installed, check_dependencies};
+pub use control::{ControlError, FieldError, Stanza, StanzaReader};
+pub use deb::{DebError, DebInfo, MultiArch, read_control, read_info};
+pub use relation::{Op, Provide, Relation, RelationError};
+pub use status::{InstalledPackage, Status, StatusError};
+pub use version::{Version, VersionError};

@@ -1,1 +1,628 @@
-fn main() {}
+//! `install-bundle`: verifies a signed bundle completely, then installs it
+//! transactionally. read → verify → stage → preflight → plan → apply.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bundle_spec::read::{BundleReader, DiscardSink, ReadError};
+use bundle_spec::{Limits, Timestamp};
+use clap::{Args, Parser, Subcommand};
+use install_bundle::exit::Failure;
+use install_bundle::journal::{self, Recovery, Transaction};
+use install_bundle::output::{Out, Verbosity};
+use install_bundle::paths::Root;
+use install_bundle::policy::{self, Downgrade};
+use install_bundle::receipt::{self, InstalledPackage, InstalledPath, RECEIPT_FORMAT, Receipt};
+use install_bundle::stage::{Staging, StateDir};
+use install_bundle::{apply, plan, preflight, trust, vars};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "install-bundle",
+    version,
+    about = "Verify a signed install bundle, then install it transactionally",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Exit codes: 0 installed or nothing to do, 1 other error, 2 usage, 3 verification failed (host untouched), \
+4 refused by policy or preflight (host untouched), 5 apply failed and rolled back, 6 apply failed and could not fully roll back."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    install: InstallArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a bundle completely (signature, manifest, every byte); change nothing.
+    Verify(VerifyArgs),
+    /// Show what is installed, from receipts; with NAME, also check its files.
+    Status(StatusArgs),
+    /// Print what installing would change (same as --dry-run).
+    Plan(InstallArgs),
+    /// Install a bundle (the default command).
+    Install(InstallArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Install into this root directory instead of / (paths prefixed, debs via dpkg --root, nothing started).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Trust this public key too (repeatable).
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    trusted_keys: Vec<PathBuf>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print only errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Clone)]
+struct InstallArgs {
+    /// The bundle file, or - for standard input.
+    #[arg(required = true, value_name = "BUNDLE")]
+    bundle: Option<String>,
+    /// Set a variable (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    sets: Vec<String>,
+    /// Read variables from a JSON object of strings.
+    #[arg(long, value_name = "FILE.json")]
+    values: Option<PathBuf>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Accept a lower serial than the installed one.
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Do not start or restart services.
+    #[arg(long)]
+    no_start: bool,
+    /// Where to stage verified artifacts [default: ROOT/var/lib/install-bundle].
+    #[arg(long, value_name = "DIR")]
+    staging_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct VerifyArgs {
+    /// The bundle file, or - for standard input.
+    bundle: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct StatusArgs {
+    /// A bundle name: show its receipt and check every file it installed.
+    name: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn verbosity(c: &Common) -> Verbosity {
+    if c.json {
+        Verbosity::Json
+    } else if c.quiet {
+        Verbosity::Quiet
+    } else {
+        Verbosity::Normal
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (result, out) = match cli.command {
+        Some(Command::Verify(a)) => {
+            let out = Out::new(verbosity(&a.common));
+            (verify(&a, &out), out)
+        }
+        Some(Command::Status(a)) => {
+            let out = Out::new(verbosity(&a.common));
+            (status(&a, &out), out)
+        }
+        Some(Command::Plan(mut a)) => {
+            a.dry_run = true;
+            let out = Out::new(verbosity(&a.common));
+            (install(&a, &out), out)
+        }
+        Some(Command::Install(a)) => {
+            let out = Out::new(verbosity(&a.common));
+            (install(&a, &out), out)
+        }
+        None => {
+            let out = Out::new(verbosity(&cli.install.common));
+            (install(&cli.install, &out), out)
+        }
+    };
+    match result {
+        Ok(doc) => {
+            if out.verbosity == Verbosity::Json {
+                out.print(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            if out.verbosity == Verbosity::Json {
+                out.print(
+                    &serde_json::to_string_pretty(&json!({
+                        "result": f.kind.word(), "exit_code": f.kind.code(), "error": f.message, "details": f.details,
+                    }))
+                    .unwrap_or_default(),
+                );
+            }
+            eprintln!("error: {}", f.message);
+            for d in &f.details {
+                eprintln!("  {d}");
+            }
+            if let Some(hint) = &f.hint {
+                eprintln!("{hint}");
+            }
+            ExitCode::from(f.kind.code())
+        }
+    }
+}
+
+fn root_of(c: &Common) -> Result<Root, Failure> {
+    match &c.root {
+        Some(dir) => Root::new(dir).map_err(|e| Failure::usage(e.to_string())),
+        None => Ok(Root::host()),
+    }
+}
+
+fn open_input(bundle: &str) -> Result<Box<dyn Read>, Failure> {
+    if bundle == "-" {
+        Ok(Box::new(std::io::stdin().lock()))
+    } else {
+        File::open(bundle)
+            .map(|f| Box::new(f) as Box<dyn Read>)
+            .map_err(|e| Failure::other(format!("cannot open bundle {bundle}: {e}")))
+    }
+}
+
+fn read_failure(bundle: &str, e: ReadError) -> Failure {
+    match e {
+        ReadError::Sink { .. } => Failure::refused(format!("{bundle}: {e}")),
+        other => Failure::verify(format!("{bundle}: verification failed: {other}")),
+    }
+}
+
+fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
+    let root = root_of(&a.common)?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys)
+        .map_err(|e| Failure::verify(e.to_string()))?;
+    let reader = BundleReader::open(open_input(&a.bundle)?, &trusted, &Limits::default())
+        .map_err(|e| read_failure(&a.bundle, e))?;
+    out.set_total(reader.manifest().total_artifact_bytes());
+    let v = reader
+        .read_artifacts(&mut DiscardSink, out)
+        .map_err(|e| read_failure(&a.bundle, e));
+    out.end_progress();
+    let v = v?;
+    let m = &v.manifest;
+    out.line(&format!(
+        "OK {}: {} {} (serial {}), signed by trusted key {}, {} artifacts ({} bytes) verified",
+        a.bundle,
+        m.name,
+        m.version,
+        m.serial,
+        v.key_id,
+        m.artifacts.len(),
+        v.artifact_bytes
+    ));
+    if let Some(e) = m.expires
+        && e <= Timestamp::now()
+    {
+        out.warn(&format!(
+            "the bundle expired at {e}; installing it will be refused"
+        ));
+    }
+    Ok(
+        json!({"result": "verified", "name": m.name, "version": m.version, "serial": m.serial,
+              "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256, "artifact_bytes": v.artifact_bytes}),
+    )
+}
+
+fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
+    let root = root_of(&a.common)?;
+    let state = root.state_dir();
+    let receipts = match &a.name {
+        Some(n) => match receipt::read(&state, n).map_err(Failure::other)? {
+            Some(r) => vec![r],
+            None => {
+                return Err(Failure::other(format!(
+                    "{n} is not installed under {}",
+                    root.path().display()
+                )));
+            }
+        },
+        None => receipt::read_all(&state).map_err(Failure::other)?,
+    };
+    if receipts.is_empty() {
+        out.line(&format!(
+            "no bundle is installed under {}",
+            root.path().display()
+        ));
+    }
+    let mut docs = Vec::new();
+    for r in &receipts {
+        out.line(&format!(
+            "{} {} (serial {}), installed {}, signed by key {}, {} paths, {} packages",
+            r.name,
+            r.version,
+            r.serial,
+            r.installed_at,
+            r.key_id,
+            r.paths.len(),
+            r.packages.len()
+        ));
+        let mut drift = Vec::new();
+        if a.name.is_some() {
+            for (k, v) in &r.variables {
+                out.line(&format!("  variable {k}={v}"));
+            }
+            for p in &r.paths {
+                let problem = install_bundle::status::check_path(&root, p);
+                out.line(&format!(
+                    "  {:<10} {} {}",
+                    p.kind,
+                    p.path,
+                    problem.as_deref().unwrap_or("ok")
+                ));
+                if let Some(problem) = problem {
+                    drift.push(json!({"path": p.path, "problem": problem}));
+                }
+            }
+            for p in &r.packages {
+                out.line(&format!("  package    {} {}", p.name, p.version));
+            }
+        }
+        docs.push(json!({"receipt": r, "drift": drift}));
+    }
+    Ok(json!({"result": "status", "bundles": docs}))
+}
+
+fn install(a: &InstallArgs, out: &Out) -> Result<serde_json::Value, Failure> {
+    let bundle = a
+        .bundle
+        .as_deref()
+        .ok_or_else(|| Failure::usage("a BUNDLE is required".into()))?;
+    let root = root_of(&a.common)?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys)
+        .map_err(|e| Failure::verify(e.to_string()))?;
+    let state = StateDir::open(&root).map_err(|e| match e {
+        install_bundle::stage::StateError::Locked(_) => Failure::refused(e.to_string()),
+        other => Failure::other(other.to_string()),
+    })?;
+    let result = install_locked(a, out, bundle, &root, &trusted, &state);
+    state.release();
+    result
+}
+
+fn install_locked(
+    a: &InstallArgs,
+    out: &Out,
+    bundle: &str,
+    root: &Root,
+    trusted: &bundle_spec::sign::TrustedKeys,
+    state: &StateDir,
+) -> Result<serde_json::Value, Failure> {
+    // An interrupted earlier run is finished (rolled back) before anything else.
+    if a.dry_run {
+        if state.dir.join(journal::JOURNAL_FILE).exists() {
+            out.warn(
+                "an interrupted install left a journal; the next real run rolls it back first",
+            );
+        }
+    } else {
+        match journal::recover(&state.dir)
+            .map_err(|e| Failure::other(format!("reading the journal: {e}")))?
+        {
+            Recovery::Clean => {}
+            Recovery::FinishedCommit => {
+                out.line("finished cleaning up after an interrupted, completed install")
+            }
+            Recovery::RolledBack { bundle, report } => {
+                out.line(&format!(
+                    "rolled back an interrupted install of {bundle} ({} changes undone)",
+                    report.undone
+                ));
+                for i in &report.irreversible {
+                    out.warn(&format!("could not be undone: {i}"));
+                }
+                if !report.failed.is_empty() {
+                    return Err(Failure::incomplete(
+                        "an interrupted install could not be fully rolled back".into(),
+                        report.failed,
+                    ));
+                }
+            }
+        }
+    }
+
+    // 1. Verify & stage.
+    out.phase(1, "verify & stage");
+    let limits = Limits::default();
+    let reader = BundleReader::open(open_input(bundle)?, trusted, &limits)
+        .map_err(|e| read_failure(bundle, e))?;
+    let manifest = reader.manifest().clone();
+    let manifest_sha256 = reader.manifest_sha256();
+    let key_id = reader.key_id();
+    out.line(&format!(
+        "  {} {} (serial {}) signed by trusted key {key_id}",
+        manifest.name, manifest.version, manifest.serial
+    ));
+    let old_receipt =
+        receipt::read(&state.dir, manifest.name.as_str()).map_err(Failure::refused)?;
+    let mut problems = policy::check(
+        &manifest,
+        &manifest_sha256.to_string(),
+        old_receipt.as_ref(),
+        if a.allow_downgrade {
+            Downgrade::Allow
+        } else {
+            Downgrade::Refuse
+        },
+        root,
+        Timestamp::now(),
+    );
+    let values = vars::resolve(&manifest.variables, a.values.as_deref(), &a.sets);
+    if let Err(v) = &values {
+        problems.extend(v.iter().cloned());
+    }
+    if !problems.is_empty() {
+        return Err(Failure::refused_all(
+            format!("{} {} refused", manifest.name, manifest.version),
+            problems,
+        ));
+    }
+    let values = values.unwrap_or_default();
+    let staging_base = a.staging_dir.clone().unwrap_or_else(|| state.dir.clone());
+    let staging = Staging::create(&staging_base).map_err(|e| {
+        Failure::refused(format!(
+            "cannot create the staging directory in {}: {e}",
+            staging_base.display()
+        ))
+    })?;
+    let result = install_staged(
+        a,
+        out,
+        reader,
+        root,
+        state,
+        &staging,
+        &manifest,
+        manifest_sha256,
+        key_id,
+        &values,
+        old_receipt,
+    );
+    staging.remove();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn install_staged<R: Read>(
+    a: &InstallArgs,
+    out: &Out,
+    reader: BundleReader<R>,
+    root: &Root,
+    state: &StateDir,
+    staging: &Staging,
+    manifest: &bundle_spec::spec::Manifest,
+    manifest_sha256: bundle_spec::Sha256Digest,
+    key_id: bundle_spec::sign::KeyId,
+    values: &std::collections::BTreeMap<String, String>,
+    old_receipt: Option<Receipt>,
+) -> Result<serde_json::Value, Failure> {
+    let bundle = a.bundle.as_deref().unwrap_or("-");
+    out.set_total(manifest.total_artifact_bytes());
+    let staged = reader.read_artifacts(&mut staging.sink(), out);
+    out.end_progress();
+    let verified = staged.map_err(|e| read_failure(bundle, e))?;
+    out.line(&format!(
+        "  {} artifacts ({} bytes) verified and staged",
+        manifest.artifacts.len(),
+        verified.artifact_bytes
+    ));
+
+    // 2. Preflight and 3. plan.
+    out.phase(2, "preflight");
+    let ctx = plan::Context {
+        root,
+        manifest,
+        staging,
+        vars: values,
+        no_start: a.no_start,
+        first_install: old_receipt.is_none(),
+    };
+    let the_plan =
+        plan::build(&ctx).map_err(|p| Failure::refused_all("preflight failed".into(), p))?;
+    let problems = preflight::check(root, manifest, &the_plan);
+    if !problems.is_empty() {
+        return Err(Failure::refused_all("preflight failed".into(), problems));
+    }
+    out.line("  ok");
+    out.phase(3, "plan");
+    for sp in &the_plan.steps {
+        for op in &sp.ops {
+            out.line(&format!(
+                "  step {} {}: {}",
+                sp.number,
+                sp.kind,
+                op.describe()
+            ));
+        }
+        if sp.ops.is_empty() {
+            out.line(&format!(
+                "  step {} {}: nothing to do here",
+                sp.number, sp.kind
+            ));
+        }
+    }
+    for op in &the_plan.finally {
+        out.line(&format!("  finally: {}", op.describe()));
+    }
+    let new_receipt = make_receipt(
+        manifest,
+        &manifest_sha256.to_string(),
+        &key_id.to_string(),
+        values,
+        &the_plan,
+    );
+    let receipt_changed = old_receipt
+        .as_ref()
+        .is_none_or(|r| !r.same_content(&new_receipt));
+    let changes = the_plan.changes();
+    let plan_json = serde_json::to_value(&the_plan).unwrap_or_default();
+    let doc = |result: &str, changed: usize| {
+        json!({"result": result, "name": manifest.name, "version": manifest.version, "serial": manifest.serial,
+               "key_id": key_id.to_string(), "manifest_sha256": manifest_sha256, "changed": changed, "plan": plan_json})
+    };
+    if a.dry_run {
+        out.line(&format!("dry run: {changes} changes planned, nothing done"));
+        return Ok(doc("planned", changes));
+    }
+
+    // 4. Apply.
+    out.phase(4, "apply");
+    if changes == 0 && !receipt_changed {
+        out.line("  nothing to do");
+        out.phase(5, "receipt");
+        out.line(&format!(
+            "  unchanged; 0 changed: {} {} is installed",
+            manifest.name, manifest.version
+        ));
+        return Ok(doc("unchanged", 0));
+    }
+    let mut tx = Transaction::begin(
+        &state.dir,
+        manifest.name.as_str(),
+        manifest.version.as_str(),
+        manifest.serial.get(),
+    )
+    .map_err(|e| {
+        Failure::other(format!(
+            "cannot start the journal in {}: {e}",
+            state.dir.display()
+        ))
+    })?;
+    let applied =
+        apply::apply(root, manifest, staging, &the_plan, &mut tx, out).map_err(|e| e.to_string());
+    // 5. Receipt.
+    let committed = applied.and_then(|()| {
+        out.phase(5, "receipt");
+        if receipt_changed {
+            let path = receipt::receipt_path(&state.dir, manifest.name.as_str());
+            tx.write_file(&path, 0o644, &mut &new_receipt.to_bytes()[..])
+                .map_err(|e| format!("writing the receipt {}: {e}", path.display()))?;
+        }
+        Ok(())
+    });
+    match committed {
+        Ok(()) => {
+            tx.commit()
+                .map_err(|e| Failure::other(format!("committing the journal: {e}")))?;
+            out.line(&format!(
+                "  {changes} changed: {} {} (serial {}) installed",
+                manifest.name, manifest.version, manifest.serial
+            ));
+            Ok(doc("installed", changes))
+        }
+        Err(message) => {
+            let report = tx.rollback();
+            let mut details = Vec::new();
+            details.push(format!("{} changes rolled back", report.undone));
+            for i in &report.irreversible {
+                details.push(format!("not undone (cannot be): {i}"));
+            }
+            for f in &report.failed {
+                details.push(format!("not undone (failed): {f}"));
+            }
+            if report.complete() {
+                Err(Failure::rolled_back(
+                    format!("apply failed and was rolled back: {message}"),
+                    details,
+                ))
+            } else {
+                Err(Failure::incomplete(
+                    format!("apply failed and could not be fully rolled back: {message}"),
+                    details,
+                ))
+            }
+        }
+    }
+}
+
+fn make_receipt(
+    manifest: &bundle_spec::spec::Manifest,
+    manifest_sha256: &str,
+    key_id: &str,
+    values: &std::collections::BTreeMap<String, String>,
+    plan: &plan::Plan,
+) -> Receipt {
+    let mut paths = Vec::new();
+    let mut packages = Vec::new();
+    for op in plan.ops() {
+        match op {
+            plan::Op::File {
+                target,
+                sha256,
+                mode,
+                ..
+            } => paths.push(InstalledPath {
+                path: target.clone(),
+                kind: "file".into(),
+                mode: Some(format!("{mode:04o}")),
+                sha256: Some(sha256.to_string()),
+                target: None,
+            }),
+            plan::Op::Dir { target, mode, .. } => paths.push(InstalledPath {
+                path: target.clone(),
+                kind: "directory".into(),
+                mode: Some(format!("{mode:04o}")),
+                sha256: None,
+                target: None,
+            }),
+            plan::Op::Link { target, to, .. } => paths.push(InstalledPath {
+                path: target.clone(),
+                kind: "symlink".into(),
+                mode: None,
+                sha256: None,
+                target: Some(to.clone()),
+            }),
+            plan::Op::Dpkg { install, present } => {
+                packages.extend(install.iter().map(|d| InstalledPackage {
+                    name: d.package.clone(),
+                    version: d.version.clone(),
+                }));
+                packages.extend(present.iter().filter_map(|p| {
+                    p.split_once(' ').map(|(n, v)| InstalledPackage {
+                        name: n.to_owned(),
+                        version: v.to_owned(),
+                    })
+                }));
+            }
+            plan::Op::Run { .. } => {}
+        }
+    }
+    Receipt {
+        format: RECEIPT_FORMAT.into(),
+        name: manifest.name.to_string(),
+        version: manifest.version.to_string(),
+        serial: manifest.serial.get(),
+        manifest_sha256: manifest_sha256.to_owned(),
+        key_id: key_id.to_owned(),
+        installed_at: Timestamp::now().to_string(),
+        variables: values.clone(),
+        paths,
+        packages,
+    }
+}

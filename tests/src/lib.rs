@@ -1,3 +1,14 @@
-//! Support for the end-to-end tests: a loopback HTTP server and tree hashes.
+//! Support for the end-to-end tests of the bundler and `install-bundle`.
+//!
+//! - [`server`]: a loopback HTTP/1.1 server with byte-level fault injection that
+//!   stands in for upstream download sites ([`server::Server`], [`server::Behavior`]).
+//! - [`tree`]: deterministic hashes and listings of directory trees, to prove that an
+//!   operation changed (or did not change) a tree ([`tree::tree_hash`],
+//!   [`tree::tree_listing`], [`tree::diff_listings`]).
+//!
+//! The `serve` binary of this package serves a directory with
+//! [`server::Server::serve_dir`] for `make demo`.
+#![warn(missing_docs)]
+
 pub mod server;
 pub mod tree;

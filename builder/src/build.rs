@@ -1,0 +1,407 @@
+//! `bundler build`: fetch → verify → pack → sign.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write as _};
+use std::path::{Path, PathBuf};
+
+use bundle_spec::archive::{ArchiveKind, DETECT_BYTES, is_deb};
+use bundle_spec::format::{BUNDLE_EXTENSION, DETACHED_SIGNATURE_EXTENSION, MAX_ZSTD_LEVEL};
+use bundle_spec::names::ArtifactName;
+use bundle_spec::sign::SecretKey;
+use bundle_spec::spec::{Manifest, ManifestArtifact, Spec, Step};
+use bundle_spec::validate::{ValidationErrors, parse_spec};
+use bundle_spec::write::{WriteError, WriteOptions, write_bundle};
+use bundle_spec::{Limits, Reporter, Timestamp};
+
+use crate::cache::Cache;
+use crate::fetch::{FetchErrors, FetchOptions, FetchRequest, Fetched, Source, fetch_all};
+
+/// Largest spec file read, in bytes.
+const MAX_SPEC_BYTES: u64 = 16 << 20;
+
+/// Why a build failed. Whatever the cause, no file is left at the output path.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The spec file could not be read.
+    #[error("cannot read spec {path}: {source}")]
+    ReadSpec {
+        /// The spec file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The spec is invalid.
+    #[error("{path}: invalid spec:\n{}", indent(&errors.to_string()))]
+    Spec {
+        /// The spec file.
+        path: PathBuf,
+        /// Every problem.
+        errors: ValidationErrors,
+    },
+    /// Artifacts without a sha256.
+    #[error(
+        "{path}: artifact(s) not pinned: {}\n  every artifact needs a sha256 to be built; on a connected machine run `bundler pin {}` to download them and record sha256 and size",
+        names.join(", "), path.display()
+    )]
+    Unpinned {
+        /// The spec file.
+        path: PathBuf,
+        /// The unpinned artifacts.
+        names: Vec<String>,
+    },
+    /// A URL could not be turned into a source.
+    #[error("{path}: artifacts.{name}: {reason}")]
+    Url {
+        /// The spec file.
+        path: PathBuf,
+        /// The artifact.
+        name: ArtifactName,
+        /// Why.
+        reason: String,
+    },
+    /// The bundle would be expired already.
+    #[error("{path}: expires {expires} is in the past; raise it (and the serial) to build")]
+    Expired {
+        /// The spec file.
+        path: PathBuf,
+        /// The expiry.
+        expires: Timestamp,
+    },
+    /// Bad option.
+    #[error("{0}")]
+    Options(String),
+    /// Downloads failed.
+    #[error("{0}")]
+    Fetch(#[from] FetchErrors),
+    /// The cache could not be opened.
+    #[error("{0}")]
+    Cache(String),
+    /// An artifact does not have the content its step needs.
+    #[error("artifact {name}: {reason}")]
+    Content {
+        /// The artifact.
+        name: ArtifactName,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the bundle failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The output.
+        path: PathBuf,
+        /// The cause.
+        source: WriteError,
+    },
+    /// Creating, syncing or renaming the output failed.
+    #[error("writing {path}: {source}")]
+    Output {
+        /// The output.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates a spec; returns it with the directory `file:` URLs are relative to.
+pub fn load_spec(path: &Path) -> Result<(Spec, PathBuf), BuildError> {
+    let bytes = read_capped(path).map_err(|source| BuildError::ReadSpec {
+        path: path.to_owned(),
+        source,
+    })?;
+    let spec = parse_spec(&bytes, &Limits::default()).map_err(|errors| BuildError::Spec {
+        path: path.to_owned(),
+        errors,
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    Ok((spec, dir))
+}
+
+pub(crate) fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SPEC_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Turns a spec URL into a fetch source; `file:` URLs are relative to `spec_dir`.
+pub fn source_for(url: &str, spec_dir: &Path) -> Result<Source, String> {
+    if let Some(rest) = url.strip_prefix("file:") {
+        if rest.starts_with("//") {
+            let u = url::Url::parse(url).map_err(|e| format!("bad file URL {url:?}: {e}"))?;
+            return u
+                .to_file_path()
+                .map(Source::File)
+                .map_err(|()| format!("bad file URL {url:?}: not a local path"));
+        }
+        let p = Path::new(rest);
+        return Ok(Source::File(if p.is_absolute() {
+            p.to_owned()
+        } else {
+            spec_dir.join(p)
+        }));
+    }
+    url::Url::parse(url)
+        .map(Source::Http)
+        .map_err(|e| format!("bad URL {url:?}: {e}"))
+}
+
+/// Fetch requests for a spec's artifacts (all of them, or only the unpinned ones).
+pub fn requests(
+    spec: &Spec,
+    spec_path: &Path,
+    spec_dir: &Path,
+    only_unpinned: bool,
+) -> Result<Vec<FetchRequest>, BuildError> {
+    let mut out = Vec::new();
+    for (name, a) in &spec.artifacts {
+        if only_unpinned && a.sha256.is_some() {
+            continue;
+        }
+        let mut sources = Vec::new();
+        for url in std::iter::once(&a.url).chain(&a.mirrors) {
+            sources.push(source_for(url, spec_dir).map_err(|reason| BuildError::Url {
+                path: spec_path.to_owned(),
+                name: name.clone(),
+                reason,
+            })?);
+        }
+        out.push(FetchRequest {
+            name: name.clone(),
+            sources,
+            sha256: a.sha256,
+            size: a.size,
+        });
+    }
+    Ok(out)
+}
+
+/// What to build.
+#[derive(Debug)]
+pub struct BuildOptions {
+    /// The spec file.
+    pub spec: PathBuf,
+    /// The output file (default `NAME.tar.zst` in the current directory).
+    pub out: Option<PathBuf>,
+    /// The loaded signing key.
+    pub key: SecretKey,
+    /// The download cache directory (default: XDG cache).
+    pub cache: Option<PathBuf>,
+    /// Download settings.
+    pub fetch: FetchOptions,
+    /// zstd level.
+    pub level: i32,
+}
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct Built {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// Its detached signature.
+    pub signature: PathBuf,
+    /// The manifest inside.
+    pub manifest: Manifest,
+    /// SHA-256 of the manifest bytes.
+    pub manifest_sha256: bundle_spec::Sha256Digest,
+    /// Size of the bundle file.
+    pub size: u64,
+    /// How each artifact was obtained.
+    pub fetched: Vec<Fetched>,
+}
+
+/// Builds a bundle: validate the spec, fetch and verify every artifact into
+/// the cache, check each one's content fits its step, pack and sign into a
+/// temp file beside the output, and rename it into place.
+pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, BuildError> {
+    if !(1..=MAX_ZSTD_LEVEL).contains(&opts.level) {
+        return Err(BuildError::Options(format!(
+            "--level must be 1 to {MAX_ZSTD_LEVEL}, got {}",
+            opts.level
+        )));
+    }
+    let (spec, spec_dir) = load_spec(&opts.spec)?;
+    let unpinned: Vec<String> = spec
+        .artifacts
+        .iter()
+        .filter(|(_, a)| a.sha256.is_none())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    if !unpinned.is_empty() {
+        return Err(BuildError::Unpinned {
+            path: opts.spec.clone(),
+            names: unpinned,
+        });
+    }
+    if let Some(expires) = spec.expires
+        && expires <= Timestamp::now()
+    {
+        return Err(BuildError::Expired {
+            path: opts.spec.clone(),
+            expires,
+        });
+    }
+    let created =
+        Timestamp::now_or_source_date_epoch().map_err(|e| BuildError::Options(e.to_string()))?;
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.{BUNDLE_EXTENSION}", spec.name)));
+
+    // fetch + verify
+    let cache = Cache::open(opts.cache.as_deref()).map_err(|e| BuildError::Cache(e.to_string()))?;
+    reporter.on_phase("fetch");
+    let reqs = requests(&spec, &opts.spec, &spec_dir, false)?;
+    let fetched = fetch_all(reqs, &cache, &opts.fetch, reporter)?;
+    check_contents(&spec, &fetched)?;
+
+    // pack + sign
+    let manifest = Manifest::from_spec(&spec, created, |name, source| {
+        let f = fetched.iter().find(|f| &f.name == name)?;
+        Some(ManifestArtifact {
+            path: format!("{}{name}", bundle_spec::format::ARTIFACT_PREFIX),
+            sha256: f.sha256,
+            size: f.size,
+            url: source.url.clone(),
+        })
+    })
+    .expect("every artifact was fetched");
+    let out_err = |source| BuildError::Output {
+        path: out.clone(),
+        source,
+    };
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = out
+        .file_name()
+        .ok_or_else(|| BuildError::Options(format!("output {} has no file name", out.display())))?
+        .to_string_lossy()
+        .into_owned();
+    std::fs::create_dir_all(dir).map_err(out_err)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(out_err)?;
+    let paths: std::collections::BTreeMap<&ArtifactName, &Path> = fetched
+        .iter()
+        .map(|f| (&f.name, f.path.as_path()))
+        .collect();
+    let bundle_spec::write::Written {
+        output,
+        manifest_bytes,
+        file_prehash,
+        file_size,
+        ..
+    } = write_bundle(
+        BufWriter::with_capacity(1 << 20, tmp.as_file()),
+        &manifest,
+        &opts.key,
+        &mut |name, _| Ok(Box::new(File::open(paths[name])?) as Box<dyn Read>),
+        WriteOptions {
+            level: opts.level,
+            ..WriteOptions::default()
+        },
+        reporter,
+    )
+    .map_err(|source| BuildError::Write {
+        path: out.clone(),
+        source,
+    })?;
+    output.into_inner().map_err(|e| out_err(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(out_err)?;
+
+    let sig_path = PathBuf::from(format!("{}.{DETACHED_SIGNATURE_EXTENSION}", out.display()));
+    let detached = opts.key.sign_digest(
+        &file_prehash,
+        &format!("{} file:{file_name}", manifest.trusted_comment()),
+        "signature of the whole bundle file by an install-bundle release key",
+    );
+    let mut sig_tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}.minisig."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(out_err)?;
+    sig_tmp
+        .write_all(detached.to_file_string().as_bytes())
+        .and_then(|()| sig_tmp.as_file().sync_all())
+        .map_err(out_err)?;
+    tmp.persist(&out).map_err(|e| out_err(e.error))?;
+    if let Err(e) = sig_tmp.persist(&sig_path) {
+        let _ = std::fs::remove_file(&out);
+        return Err(BuildError::Output {
+            path: sig_path,
+            source: e.error,
+        });
+    }
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Built {
+        bundle: out,
+        signature: sig_path,
+        manifest_sha256: bundle_spec::Sha256Digest::of(&manifest_bytes),
+        manifest,
+        size: file_size,
+        fetched,
+    })
+}
+
+/// Checks that .deb artifacts are Debian packages and extract artifacts are
+/// archives, from their first bytes in the cache.
+fn check_contents(spec: &Spec, fetched: &[Fetched]) -> Result<(), BuildError> {
+    let head = |name: &ArtifactName| -> Result<Vec<u8>, BuildError> {
+        let f = fetched.iter().find(|f| &f.name == name).expect("fetched");
+        let mut buf = Vec::with_capacity(DETECT_BYTES);
+        File::open(&f.path)
+            .and_then(|file| file.take(DETECT_BYTES as u64).read_to_end(&mut buf))
+            .map_err(|e| BuildError::Content {
+                name: name.clone(),
+                reason: format!("cannot read {}: {e}", f.path.display()),
+            })?;
+        Ok(buf)
+    };
+    for step in &spec.steps {
+        match step {
+            Step::Debs(s) => {
+                for a in &s.artifacts {
+                    if !is_deb(&head(a)?) {
+                        return Err(BuildError::Content {
+                            name: a.clone(),
+                            reason: "is listed in a debs step but is not a Debian package (.deb)"
+                                .into(),
+                        });
+                    }
+                }
+            }
+            Step::Extract(s) => {
+                if ArchiveKind::detect(&head(&s.artifact)?).is_none() {
+                    return Err(BuildError::Content {
+                        name: s.artifact.clone(),
+                        reason: "is used by an extract step but is not a tar, tar.gz, tar.xz or tar.zst archive".into(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

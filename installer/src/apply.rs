@@ -1,0 +1,305 @@
+//! Apply: carry out the plan in spec order through the journal, so that a
+//! failure rolls everything back.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use bundle_spec::spec::{Manifest, Step};
+
+use crate::extract;
+use crate::journal::Transaction;
+use crate::paths::Root;
+use crate::plan::{Change, Decision, Op, Plan, Source};
+
+/// Test-only: fail step N (1-based) as if it had failed, to exercise rollback.
+pub const FAIL_ENV: &str = "INSTALL_BUNDLE_TEST_FAIL_AT";
+
+/// PATH given to the programs the installer runs.
+pub const RUN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why the apply stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("step {step} ({kind}): {message}")]
+pub struct ApplyError {
+    /// 1-based step number (0 for the final systemd actions).
+    pub step: usize,
+    /// Step kind.
+    pub kind: &'static str,
+    /// What failed.
+    pub message: String,
+}
+
+/// Something the apply reports as it goes.
+pub trait Log {
+    /// A change was made.
+    fn did(&self, line: &str);
+}
+
+fn run(argv: &[String], chroot: Option<&Path>) -> Result<(), String> {
+    let mut cmd = match chroot {
+        Some(root) => {
+            let mut c = Command::new("chroot");
+            c.arg(root).args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    let shown = format!(
+        "{}{}",
+        chroot
+            .map(|r| format!("chroot {} ", r.display()))
+            .unwrap_or_default(),
+        argv.join(" ")
+    );
+    let out = cmd
+        .env("PATH", RUN_PATH)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{shown} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn dpkg(root: &Root, args: &[String]) -> Result<String, String> {
+    let mut argv = vec!["dpkg".to_owned()];
+    if !root.is_host() {
+        argv.push(format!("--root={}", root.path().display()));
+    }
+    argv.extend_from_slice(args);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("PATH", RUN_PATH)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run dpkg: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{} failed ({}):\n{text}",
+            argv.join(" "),
+            out.status
+        ))
+    }
+}
+
+fn write_op(tx: &mut Transaction, op: &Op, content: Option<&mut dyn Read>) -> io::Result<()> {
+    match op {
+        Op::File {
+            host,
+            source,
+            sha256,
+            mode,
+            change,
+            target,
+            ..
+        } => match change {
+            Change::Unchanged => Ok(()),
+            Change::Mode(_) => tx.set_mode(host, *mode),
+            Change::Create | Change::Update => {
+                let (digest, _) = match (source, content) {
+                    (_, Some(r)) => tx.write_file(host, *mode, r)?,
+                    (Source::Staged(p), None) => tx.write_file(host, *mode, &mut File::open(p)?)?,
+                    (Source::Inline(bytes), None) => tx.write_file(host, *mode, &mut &bytes[..])?,
+                    (Source::Member, None) => {
+                        return Err(io::Error::other("archive member without its archive"));
+                    }
+                };
+                if digest != *sha256 {
+                    return Err(io::Error::other(format!(
+                        "{target}: wrote sha256 {digest}, expected {sha256} (staged content changed?)"
+                    )));
+                }
+                Ok(())
+            }
+        },
+        Op::Dir {
+            host, mode, change, ..
+        } => match change {
+            Change::Create => {
+                if let Some(parent) = host.parent() {
+                    tx.ensure_dir(parent)?;
+                }
+                tx.mkdir(host, *mode)
+            }
+            Change::Mode(_) => tx.set_mode(host, *mode),
+            _ => Ok(()),
+        },
+        Op::Link {
+            host, to, change, ..
+        } => match change {
+            Change::Create | Change::Update => tx.symlink(host, to),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Applies every step's operations, then the final systemd actions.
+pub fn apply(
+    root: &Root,
+    manifest: &Manifest,
+    staging: &crate::stage::Staging,
+    plan: &Plan,
+    tx: &mut Transaction,
+    log: &dyn Log,
+) -> Result<(), ApplyError> {
+    let fail_at: Option<usize> = std::env::var(FAIL_ENV).ok().and_then(|v| v.parse().ok());
+    for sp in &plan.steps {
+        let step = &manifest.steps[sp.number - 1];
+        let err = |message: String| ApplyError {
+            step: sp.number,
+            kind: sp.kind,
+            message,
+        };
+        if fail_at == Some(sp.number) {
+            return Err(err(format!("injected failure ({FAIL_ENV}={})", sp.number)));
+        }
+        if let Step::Extract(s) = step {
+            // Directories first, then the files streamed from the archive, then links.
+            for op in sp.ops.iter().filter(|o| matches!(o, Op::Dir { .. })) {
+                write_op(tx, op, None).map_err(|e| err(e.to_string()))?;
+                if op.changes() {
+                    log.did(&op.describe());
+                }
+            }
+            let files: HashMap<String, &Op> = sp
+                .ops
+                .iter()
+                .filter_map(|o| match o {
+                    Op::File { target, .. } => Some((target.clone(), o)),
+                    _ => None,
+                })
+                .collect();
+            if files.values().any(|o| o.changes()) {
+                let archive = staging.artifact(&s.artifact);
+                let mut failure: Option<String> = None;
+                let result = extract::for_each_file(
+                    &archive,
+                    s.artifact.as_str(),
+                    s,
+                    &sp.members,
+                    &mut |member, reader| {
+                        let target = s
+                            .dest
+                            .join(member.path.as_str())
+                            .map(|t| t.to_string())
+                            .unwrap_or_default();
+                        match files.get(&target) {
+                            Some(op)
+                                if matches!(
+                                    op,
+                                    Op::File {
+                                        change: Change::Create | Change::Update,
+                                        ..
+                                    }
+                                ) =>
+                            {
+                                write_op(tx, op, Some(reader))
+                                    .inspect_err(|e| failure = Some(format!("{target}: {e}")))?;
+                                log.did(&op.describe());
+                                Ok(())
+                            }
+                            _ => io::copy(reader, &mut io::sink()).map(drop),
+                        }
+                    },
+                );
+                if let Err(e) = result {
+                    return Err(err(failure.unwrap_or_else(|| e.to_string())));
+                }
+            }
+            for op in sp.ops.iter().filter(|o| !matches!(o, Op::Dir { .. })) {
+                if matches!(
+                    op,
+                    Op::File {
+                        change: Change::Mode(_),
+                        ..
+                    }
+                ) || matches!(op, Op::Link { .. })
+                {
+                    write_op(tx, op, None).map_err(|e| err(e.to_string()))?;
+                    if op.changes() {
+                        log.did(&op.describe());
+                    }
+                }
+            }
+            continue;
+        }
+        for op in &sp.ops {
+            apply_op(root, tx, op, log).map_err(err)?;
+        }
+    }
+    for op in &plan.finally {
+        apply_op(root, tx, op, log).map_err(|message| ApplyError {
+            step: 0,
+            kind: "systemd",
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+fn apply_op(root: &Root, tx: &mut Transaction, op: &Op, log: &dyn Log) -> Result<(), String> {
+    match op {
+        Op::File { .. } | Op::Dir { .. } | Op::Link { .. } => {
+            write_op(tx, op, None).map_err(|e| e.to_string())?;
+        }
+        Op::Dpkg { install, .. } => {
+            if install.is_empty() {
+                return Ok(());
+            }
+            let names: Vec<String> = install
+                .iter()
+                .map(|d| format!("{} {}", d.package, d.version))
+                .collect();
+            tx.exec(&format!("dpkg installed {}", names.join(", ")))
+                .map_err(|e| e.to_string())?;
+            let mut args = vec!["--install".to_owned()];
+            args.extend(install.iter().map(|d| d.path.display().to_string()));
+            dpkg(root, &args)?;
+            let audit = dpkg(root, &["--audit".to_owned()])?;
+            if !audit.trim().is_empty() {
+                return Err(format!(
+                    "dpkg --audit is not clean after installing:\n{audit}"
+                ));
+            }
+        }
+        Op::Run {
+            what,
+            argv,
+            chroot,
+            decision: Decision::Run(_),
+        } => {
+            tx.exec(&format!("{what}: {}", argv.join(" ")))
+                .map_err(|e| e.to_string())?;
+            run(argv, chroot.then(|| root.path()))?;
+        }
+        Op::Run { .. } => return Ok(()),
+    }
+    if op.changes() {
+        log.did(&op.describe());
+    }
+    Ok(())
+}

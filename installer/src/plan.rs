@@ -1,0 +1,841 @@
+//! The plan: for every step, the concrete operations it needs on this host
+//! and whether each changes anything (absent / different / same by sha256,
+//! mode, directory exists, package version installed, unit enabled...).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use bundle_spec::Sha256Digest;
+use bundle_spec::names::{ArtifactName, TargetPath};
+use bundle_spec::spec::{Manifest, Step, SystemdUnitStep};
+use bundle_spec::template;
+use bundle_spec::validate::unit_path;
+use serde::Serialize;
+
+use crate::extract::{self, Member, MemberKind};
+use crate::paths::Root;
+use crate::stage::Staging;
+
+/// What an operation does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "change", content = "from")]
+pub enum Change {
+    /// The target does not exist yet.
+    Create,
+    /// The target exists with other content.
+    Update,
+    /// Same content, other permission bits (the old ones).
+    Mode(u32),
+    /// Nothing to do.
+    Unchanged,
+}
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A verified artifact in the staging directory.
+    Staged(PathBuf),
+    /// Content from the manifest (rendered templates, generated files).
+    #[serde(skip)]
+    Inline(Vec<u8>),
+    /// A member of the extract step's archive.
+    Member,
+}
+
+/// Whether a command runs, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "decision", content = "reason")]
+pub enum Decision {
+    /// It runs.
+    Run(String),
+    /// It does not.
+    Skip(String),
+}
+
+/// A .deb to install.
+#[derive(Debug, Clone, Serialize)]
+pub struct DebPlan {
+    /// The artifact.
+    pub artifact: ArtifactName,
+    /// Its staged file.
+    pub path: PathBuf,
+    /// Package name.
+    pub package: String,
+    /// Version.
+    pub version: String,
+    /// Architecture.
+    pub architecture: String,
+    /// `Installed-Size`, in bytes.
+    pub installed_size: u64,
+}
+
+/// One operation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum Op {
+    /// Write a regular file.
+    File {
+        /// Absolute target path.
+        target: String,
+        /// Where it is on this host (below the root).
+        #[serde(skip)]
+        host: PathBuf,
+        /// Where the bytes come from.
+        #[serde(skip)]
+        source: Source,
+        /// Digest of the new content.
+        sha256: Sha256Digest,
+        /// Size of the new content.
+        size: u64,
+        /// Permission bits.
+        mode: u32,
+        /// What changes.
+        #[serde(flatten)]
+        change: Change,
+    },
+    /// Create a directory or set its mode.
+    Dir {
+        /// Absolute target path.
+        target: String,
+        /// Where it is on this host.
+        #[serde(skip)]
+        host: PathBuf,
+        /// Permission bits.
+        mode: u32,
+        /// What changes.
+        #[serde(flatten)]
+        change: Change,
+    },
+    /// Create or replace a symbolic link.
+    Link {
+        /// Absolute target path.
+        target: String,
+        /// Where it is on this host.
+        #[serde(skip)]
+        host: PathBuf,
+        /// What it points to.
+        to: String,
+        /// What changes.
+        #[serde(flatten)]
+        change: Change,
+    },
+    /// Install .debs with one dpkg call.
+    Dpkg {
+        /// Packages to install.
+        install: Vec<DebPlan>,
+        /// Packages already installed at the same version.
+        present: Vec<String>,
+    },
+    /// Run a program.
+    Run {
+        /// What it is for.
+        what: String,
+        /// The program and arguments.
+        argv: Vec<String>,
+        /// Run through `chroot ROOT`.
+        chroot: bool,
+        /// Whether and why it runs.
+        #[serde(flatten)]
+        decision: Decision,
+    },
+}
+
+impl Op {
+    /// Whether applying this operation changes the host.
+    pub fn changes(&self) -> bool {
+        match self {
+            Op::File { change, .. } | Op::Dir { change, .. } | Op::Link { change, .. } => {
+                *change != Change::Unchanged
+            }
+            Op::Dpkg { install, .. } => !install.is_empty(),
+            Op::Run { decision, .. } => matches!(decision, Decision::Run(_)),
+        }
+    }
+
+    /// One line for the plan.
+    pub fn describe(&self) -> String {
+        fn change_word(c: &Change) -> String {
+            match c {
+                Change::Create => "create".into(),
+                Change::Update => "update".into(),
+                Change::Mode(old) => format!("mode {old:04o} ->"),
+                Change::Unchanged => "unchanged".into(),
+            }
+        }
+        match self {
+            Op::File {
+                target,
+                size,
+                mode,
+                change,
+                ..
+            } => format!(
+                "{} file {target} ({mode:04o}, {size} bytes)",
+                change_word(change)
+            ),
+            Op::Dir {
+                target,
+                mode,
+                change,
+                ..
+            } => format!("{} directory {target} ({mode:04o})", change_word(change)),
+            Op::Link {
+                target, to, change, ..
+            } => format!("{} symlink {target} -> {to}", change_word(change)),
+            Op::Dpkg { install, present } => {
+                let mut parts = Vec::new();
+                if !install.is_empty() {
+                    parts.push(format!(
+                        "install {}",
+                        install
+                            .iter()
+                            .map(|d| format!("{} {}", d.package, d.version))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if !present.is_empty() {
+                    parts.push(format!("already installed: {}", present.join(", ")));
+                }
+                format!("dpkg: {}", parts.join("; "))
+            }
+            Op::Run {
+                argv,
+                chroot,
+                decision,
+                ..
+            } => {
+                let cmd = format!(
+                    "{}{}",
+                    if *chroot { "chroot ROOT " } else { "" },
+                    argv.join(" ")
+                );
+                match decision {
+                    Decision::Run(why) => format!("run {cmd} ({why})"),
+                    Decision::Skip(why) => format!("skip {cmd} ({why})"),
+                }
+            }
+        }
+    }
+}
+
+/// The plan of one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepPlan {
+    /// 1-based step number.
+    pub number: usize,
+    /// The step's kind.
+    pub kind: &'static str,
+    /// Its operations, in order.
+    pub ops: Vec<Op>,
+    /// For extract steps: the scanned archive members (aligned with the
+    /// `Source::Member` file operations).
+    #[serde(skip)]
+    pub members: Vec<Member>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Per step.
+    pub steps: Vec<StepPlan>,
+    /// systemd actions done once every step is applied (daemon-reload,
+    /// enable, start/restart).
+    pub finally: Vec<Op>,
+}
+
+impl Plan {
+    /// Every operation, in order.
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.ops.iter())
+            .chain(self.finally.iter())
+    }
+
+    /// How many operations change the host.
+    pub fn changes(&self) -> usize {
+        self.ops().filter(|o| o.changes()).count()
+    }
+}
+
+/// What the planner needs to know.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The root.
+    pub root: &'a Root,
+    /// The verified manifest.
+    pub manifest: &'a Manifest,
+    /// Verified artifacts.
+    pub staging: &'a Staging,
+    /// Variable values.
+    pub vars: &'a BTreeMap<String, String>,
+    /// `--no-start`.
+    pub no_start: bool,
+    /// No receipt of this bundle exists.
+    pub first_install: bool,
+}
+
+/// The file state of a would-be file at `host`.
+pub fn file_change(host: &Path, sha256: &Sha256Digest, size: u64, mode: u32) -> io::Result<Change> {
+    match fs::symlink_metadata(host) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Create),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => Err(io::Error::other(format!(
+            "{} is a directory; a file cannot replace it",
+            host.display()
+        ))),
+        Ok(m) if !m.is_file() => Ok(Change::Update),
+        Ok(m) => {
+            if m.len() != size {
+                return Ok(Change::Update);
+            }
+            let (digest, _) = Sha256Digest::of_reader(fs::File::open(host)?)?;
+            if digest != *sha256 {
+                return Ok(Change::Update);
+            }
+            let old = m.permissions().mode() & 0o7777;
+            Ok(if old == mode {
+                Change::Unchanged
+            } else {
+                Change::Mode(old)
+            })
+        }
+    }
+}
+
+fn dir_change(host: &Path, mode: u32) -> io::Result<Change> {
+    match fs::metadata(host) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Create),
+        Err(e) => Err(e),
+        Ok(m) if !m.is_dir() => Err(io::Error::other(format!(
+            "{} exists and is not a directory",
+            host.display()
+        ))),
+        Ok(m) => {
+            let old = m.permissions().mode() & 0o7777;
+            Ok(if old == mode {
+                Change::Unchanged
+            } else {
+                Change::Mode(old)
+            })
+        }
+    }
+}
+
+fn link_change(host: &Path, to: &str) -> io::Result<Change> {
+    match fs::symlink_metadata(host) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Create),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => Err(io::Error::other(format!(
+            "{} is a directory; a symlink cannot replace it",
+            host.display()
+        ))),
+        Ok(m) if m.file_type().is_symlink() && fs::read_link(host)?.as_os_str() == to => {
+            Ok(Change::Unchanged)
+        }
+        Ok(_) => Ok(Change::Update),
+    }
+}
+
+/// Whether `argv` exits 0 (used for `unless` and systemctl queries).
+fn succeeds(argv: &[String], chroot: Option<&Path>) -> bool {
+    let mut cmd = match chroot {
+        Some(root) => {
+            let mut c = Command::new("chroot");
+            c.arg(root).args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn inline_file(root: &Root, target: &str, content: Vec<u8>, mode: u32) -> io::Result<Op> {
+    let host = root.resolve_str(target)?;
+    let sha256 = Sha256Digest::of(&content);
+    let size = content.len() as u64;
+    let change = file_change(&host, &sha256, size, mode)?;
+    Ok(Op::File {
+        target: target.to_owned(),
+        host,
+        source: Source::Inline(content),
+        sha256,
+        size,
+        mode,
+        change,
+    })
+}
+
+/// Comments out active swap lines of an fstab.
+pub fn comment_swap_lines(fstab: &str) -> String {
+    let mut out = String::with_capacity(fstab.len() + 16);
+    for line in fstab.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let is_swap =
+            !trimmed.starts_with('#') && trimmed.split_whitespace().nth(2) == Some("swap");
+        if is_swap {
+            out.push_str("# ");
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+fn active_swap() -> bool {
+    fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().skip(1).any(|l| !l.trim().is_empty()))
+}
+
+/// The `[Install]` section's `WantedBy=`, `RequiredBy=` and `Alias=` values.
+pub fn install_section(content: &str) -> (Vec<(String, &'static str)>, Vec<String>) {
+    let mut wants = Vec::new();
+    let mut aliases = Vec::new();
+    let mut in_install = false;
+    for line in content.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_install = line == "[Install]";
+            continue;
+        }
+        if !in_install {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let names = v.split_whitespace().map(str::to_owned);
+            match k.trim() {
+                "WantedBy" => wants.extend(names.map(|n| (n, "wants"))),
+                "RequiredBy" => wants.extend(names.map(|n| (n, "requires"))),
+                "Alias" => aliases.extend(names),
+                _ => {}
+            }
+        }
+    }
+    (wants, aliases)
+}
+
+/// Absolute paths a unit's content names (`ExecStart=/bin/containerd` names `/bin/containerd`).
+fn named_paths(content: &str) -> BTreeSet<String> {
+    content
+        .split(|c: char| c.is_whitespace() || matches!(c, '=' | '"' | '\'' | ';' | ','))
+        .map(|t| t.trim_start_matches(['-', '@', '+', '!', ':']))
+        .filter(|t| t.starts_with('/') && t.len() > 1)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Builds the plan. Problems (a directory where a file must go, a broken
+/// archive member, an unrenderable template) are all returned at once.
+pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut steps = Vec::new();
+    let mut changed_targets: BTreeSet<String> = BTreeSet::new();
+    let mut unit_changed = false;
+    let mut units: Vec<(&SystemdUnitStep, bool, Vec<String>)> = Vec::new();
+    let root = ctx.root;
+    let host = root.is_host();
+
+    for (i, step) in ctx.manifest.steps.iter().enumerate() {
+        let number = i + 1;
+        let mut ops = Vec::new();
+        let mut members = Vec::new();
+        let mut problem =
+            |p: String| problems.push(format!("step {number} ({}): {p}", step.kind()));
+        match step {
+            Step::Debs(s) => match plan_debs(ctx, &s.artifacts) {
+                Ok(op) => ops.push(op),
+                Err(e) => problem(e),
+            },
+            Step::SwapOff(_) => {
+                match root.resolve_str("/etc/fstab") {
+                    Ok(fstab) => match fs::read_to_string(&fstab) {
+                        Ok(text) => {
+                            let new = comment_swap_lines(&text);
+                            if new != text {
+                                let mode = fs::metadata(&fstab)
+                                    .map(|m| m.permissions().mode() & 0o7777)
+                                    .unwrap_or(0o644);
+                                match inline_file(root, "/etc/fstab", new.into_bytes(), mode) {
+                                    Ok(op) => ops.push(op),
+                                    Err(e) => problem(e.to_string()),
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => problem(format!("cannot read {}: {e}", fstab.display())),
+                    },
+                    Err(e) => problem(e.to_string()),
+                }
+                if host {
+                    ops.push(Op::Run {
+                        what: "turn swap off".into(),
+                        argv: vec!["swapoff".into(), "-a".into()],
+                        chroot: false,
+                        decision: if active_swap() {
+                            Decision::Run("swap is active".into())
+                        } else {
+                            Decision::Skip("no active swap".into())
+                        },
+                    });
+                }
+            }
+            Step::KernelModule(s) => {
+                let target = format!("/etc/modules-load.d/{}.conf", s.name);
+                match inline_file(root, &target, format!("{}\n", s.name).into_bytes(), 0o644) {
+                    Ok(op) => ops.push(op),
+                    Err(e) => problem(e.to_string()),
+                }
+                if host {
+                    let loaded = Path::new("/sys/module").join(s.name.as_str()).exists();
+                    ops.push(Op::Run {
+                        what: format!("load kernel module {}", s.name),
+                        argv: vec!["modprobe".into(), s.name.to_string()],
+                        chroot: false,
+                        decision: if loaded {
+                            Decision::Skip("already loaded".into())
+                        } else {
+                            Decision::Run("not loaded".into())
+                        },
+                    });
+                }
+            }
+            Step::Binary(s) => {
+                let a = &ctx.manifest.artifacts[&s.artifact];
+                let result = root.resolve(&s.dest).and_then(|h| {
+                    let change = file_change(&h, &a.sha256, a.size, s.mode.bits())?;
+                    Ok((h, change))
+                });
+                match result {
+                    Ok((host_path, change)) => ops.push(Op::File {
+                        target: s.dest.to_string(),
+                        host: host_path,
+                        source: Source::Staged(ctx.staging.artifact(&s.artifact)),
+                        sha256: a.sha256,
+                        size: a.size,
+                        mode: s.mode.bits(),
+                        change,
+                    }),
+                    Err(e) => problem(e.to_string()),
+                }
+            }
+            Step::Extract(s) => {
+                let archive = ctx.staging.artifact(&s.artifact);
+                match extract::scan(&archive, s.artifact.as_str(), s) {
+                    Ok(scanned) => {
+                        // The destination is created (0755) when missing; an existing
+                        // one is left as it is. Either way the receipt records it.
+                        match root
+                            .resolve(&s.dest)
+                            .and_then(|h| Ok((dir_change(&h, 0o755)?, h)))
+                        {
+                            Ok((change, h)) => {
+                                let mode = std::fs::metadata(&h)
+                                    .map_or(0o755, |m| m.permissions().mode() & 0o7777);
+                                ops.push(Op::Dir {
+                                    target: s.dest.to_string(),
+                                    host: h,
+                                    mode,
+                                    change: if change == Change::Create {
+                                        Change::Create
+                                    } else {
+                                        Change::Unchanged
+                                    },
+                                });
+                            }
+                            Err(e) => problem(e.to_string()),
+                        }
+                        for m in &scanned {
+                            match member_op(root, &s.dest, m) {
+                                Ok(op) => ops.push(op),
+                                Err(e) => problem(format!("member {}: {e}", m.stored)),
+                            }
+                        }
+                        members = scanned;
+                    }
+                    Err(e) => problem(e.to_string()),
+                }
+            }
+            Step::Directory(s) => {
+                for p in &s.paths {
+                    match root
+                        .resolve(p)
+                        .and_then(|h| Ok((dir_change(&h, s.mode.bits())?, h)))
+                    {
+                        Ok((change, h)) => ops.push(Op::Dir {
+                            target: p.to_string(),
+                            host: h,
+                            mode: s.mode.bits(),
+                            change,
+                        }),
+                        Err(e) => problem(e.to_string()),
+                    }
+                }
+            }
+            Step::File(s) => {
+                let content = if s.template {
+                    template::render(&s.content, ctx.vars).map_err(|e| e.to_string())
+                } else {
+                    Ok(s.content.clone())
+                };
+                match content {
+                    Ok(c) => {
+                        match inline_file(root, s.dest.as_str(), c.into_bytes(), s.mode.bits()) {
+                            Ok(op) => ops.push(op),
+                            Err(e) => problem(e.to_string()),
+                        }
+                    }
+                    Err(e) => problem(e),
+                }
+            }
+            Step::SystemdUnit(s) => {
+                let content = if s.template {
+                    template::render(&s.content, ctx.vars).map_err(|e| e.to_string())
+                } else {
+                    Ok(s.content.clone())
+                };
+                let unit_file = unit_path(&s.name);
+                match content {
+                    Ok(c) => {
+                        let names = named_paths(&c).into_iter().collect::<Vec<_>>();
+                        match inline_file(root, unit_file.as_str(), c.clone().into_bytes(), 0o644) {
+                            Ok(op) => {
+                                let changed = op.changes();
+                                unit_changed |= changed;
+                                ops.push(op);
+                                units.push((s, changed, names));
+                            }
+                            Err(e) => problem(e.to_string()),
+                        }
+                        if s.enable && !host {
+                            // Under --root, enabling is the symlinks systemctl would make.
+                            let (wants, aliases) = install_section(&c);
+                            if wants.is_empty() && aliases.is_empty() {
+                                problem(format!(
+                                    "{} has no [Install] WantedBy=, RequiredBy= or Alias= to enable it by",
+                                    s.name
+                                ));
+                            }
+                            let mut links: Vec<String> = wants
+                                .iter()
+                                .map(|(t, kind)| {
+                                    format!("/etc/systemd/system/{t}.{kind}/{}", s.name)
+                                })
+                                .collect();
+                            links
+                                .extend(aliases.iter().map(|a| format!("/etc/systemd/system/{a}")));
+                            for l in links {
+                                match TargetPath::try_from(l.clone()) {
+                                    Ok(tp) => match root
+                                        .resolve(&tp)
+                                        .and_then(|h| Ok((link_change(&h, unit_file.as_str())?, h)))
+                                    {
+                                        Ok((change, h)) => ops.push(Op::Link {
+                                            target: l,
+                                            host: h,
+                                            to: unit_file.to_string(),
+                                            change,
+                                        }),
+                                        Err(e) => problem(e.to_string()),
+                                    },
+                                    Err(e) => problem(format!("cannot enable {}: {e}", s.name)),
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => problem(e),
+                }
+            }
+            Step::Command(s) => {
+                let under_root = !host;
+                let decision = if under_root && !s.in_root {
+                    Decision::Skip(
+                        "not run under --root; set \"in_root\": true to run it through chroot"
+                            .into(),
+                    )
+                } else if let Some(unless) = &s.unless {
+                    if succeeds(unless, under_root.then(|| root.path())) {
+                        Decision::Skip(format!("`{}` succeeded", unless.join(" ")))
+                    } else {
+                        Decision::Run(format!("`{}` failed", unless.join(" ")))
+                    }
+                } else if ctx.first_install {
+                    Decision::Run("first install".into())
+                } else if !changed_targets.is_empty()
+                    || steps
+                        .iter()
+                        .any(|st: &StepPlan| st.ops.iter().any(Op::changes))
+                {
+                    Decision::Run("earlier steps changed the host".into())
+                } else {
+                    Decision::Skip("nothing changed before it".into())
+                };
+                ops.push(Op::Run {
+                    what: "command".into(),
+                    argv: s.argv.clone(),
+                    chroot: under_root && s.in_root,
+                    decision,
+                });
+            }
+        }
+        for op in &ops {
+            if op.changes()
+                && let Op::File { target, .. } | Op::Link { target, .. } | Op::Dir { target, .. } =
+                    op
+            {
+                changed_targets.insert(target.clone());
+            }
+        }
+        steps.push(StepPlan {
+            number,
+            kind: step.kind(),
+            ops,
+            members,
+        });
+    }
+
+    let mut finally = Vec::new();
+    if host && !units.is_empty() {
+        if unit_changed {
+            finally.push(Op::Run {
+                what: "reload systemd".into(),
+                argv: vec!["systemctl".into(), "daemon-reload".into()],
+                chroot: false,
+                decision: Decision::Run("unit files changed".into()),
+            });
+        }
+        for (u, changed, names) in &units {
+            let name = u.name.to_string();
+            if u.enable {
+                let enabled = succeeds(
+                    &[
+                        "systemctl".into(),
+                        "is-enabled".into(),
+                        "--quiet".into(),
+                        name.clone(),
+                    ],
+                    None,
+                );
+                finally.push(Op::Run {
+                    what: format!("enable {name}"),
+                    argv: vec!["systemctl".into(), "enable".into(), name.clone()],
+                    chroot: false,
+                    decision: if enabled {
+                        Decision::Skip("already enabled".into())
+                    } else {
+                        Decision::Run("not enabled".into())
+                    },
+                });
+            }
+            if u.start && !ctx.no_start {
+                let touched: Vec<&String> = names
+                    .iter()
+                    .filter(|n| changed_targets.contains(*n))
+                    .collect();
+                let active = succeeds(
+                    &[
+                        "systemctl".into(),
+                        "is-active".into(),
+                        "--quiet".into(),
+                        name.clone(),
+                    ],
+                    None,
+                );
+                let (verb, decision) = if *changed {
+                    ("restart", Decision::Run("unit file changed".into()))
+                } else if !touched.is_empty() {
+                    (
+                        "restart",
+                        Decision::Run(format!(
+                            "{} changed",
+                            touched
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    )
+                } else if !active {
+                    ("start", Decision::Run("not running".into()))
+                } else {
+                    ("start", Decision::Skip("running and unchanged".into()))
+                };
+                finally.push(Op::Run {
+                    what: format!("{verb} {name}"),
+                    argv: vec!["systemctl".into(), verb.into(), name.clone()],
+                    chroot: false,
+                    decision,
+                });
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(Plan { steps, finally })
+    } else {
+        Err(problems)
+    }
+}
+
+fn member_op(root: &Root, dest: &TargetPath, m: &Member) -> io::Result<Op> {
+    let target = dest
+        .join(m.path.as_str())
+        .ok_or_else(|| io::Error::other("not a valid path below the destination"))?;
+    let host = root.resolve(&target)?;
+    Ok(match &m.kind {
+        MemberKind::File { mode, size, sha256 } => Op::File {
+            change: file_change(&host, sha256, *size, *mode)?,
+            target: target.to_string(),
+            host,
+            source: Source::Member,
+            sha256: *sha256,
+            size: *size,
+            mode: *mode,
+        },
+        MemberKind::Dir { mode } => Op::Dir {
+            change: dir_change(&host, *mode)?,
+            target: target.to_string(),
+            host,
+            mode: *mode,
+        },
+        MemberKind::Symlink { target: to } => Op::Link {
+            change: link_change(&host, to)?,
+            target: target.to_string(),
+            host,
+            to: to.clone(),
+        },
+    })
+}
+
+fn plan_debs(ctx: &Context<'_>, artifacts: &[ArtifactName]) -> Result<Op, String> {
+    let status = crate::debs::host_status(ctx.root)?;
+    let mut install = Vec::new();
+    let mut present = Vec::new();
+    for a in artifacts {
+        let path = ctx.staging.artifact(a);
+        let info = crate::debs::info(&path, a)?;
+        if crate::debs::already_installed(&info, &status) {
+            present.push(format!("{} {}", info.package, info.version));
+        } else {
+            install.push(DebPlan {
+                artifact: a.clone(),
+                path,
+                package: info.package.clone(),
+                version: info.version.to_string(),
+                architecture: info.architecture.clone(),
+                installed_size: info.installed_size_bytes(),
+            });
+        }
+    }
+    Ok(Op::Dpkg { install, present })
+}

@@ -1,0 +1,109 @@
+//! Policy checks made right after the signature verified, before any artifact
+//! byte is staged: expiry, target, anti-rollback, os-release.
+
+use std::collections::BTreeMap;
+
+use bundle_spec::Timestamp;
+use bundle_spec::spec::{Arch, Manifest};
+
+use crate::paths::Root;
+use crate::receipt::Receipt;
+
+/// Whether a lower serial than the installed one is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downgrade {
+    /// Refuse (the default).
+    Refuse,
+    /// Accept (`--allow-downgrade`).
+    Allow,
+}
+
+/// Every policy problem with this bundle on this root.
+pub fn check(
+    manifest: &Manifest,
+    manifest_sha256: &str,
+    receipt: Option<&Receipt>,
+    downgrade: Downgrade,
+    root: &Root,
+    now: Timestamp,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(expires) = manifest.expires
+        && expires <= now
+    {
+        problems.push(format!(
+            "bundle {} {} expired at {expires} (now {now}); ask for a newly built bundle",
+            manifest.name, manifest.version
+        ));
+    }
+    match Arch::host() {
+        Some(a) if a == manifest.target.arch => {}
+        host => problems.push(format!(
+            "bundle is for {}/{}, this host is {}/{}",
+            manifest.target.os.as_str(),
+            manifest.target.arch.as_str(),
+            std::env::consts::OS,
+            host.map_or(std::env::consts::ARCH, Arch::as_str)
+        )),
+    }
+    if std::env::consts::OS != manifest.target.os.as_str() {
+        problems.push(format!(
+            "bundle is for os {}, this host runs {}",
+            manifest.target.os.as_str(),
+            std::env::consts::OS
+        ));
+    }
+    if let Some(wanted) = &manifest.target.os_release {
+        let have = os_release(root);
+        for (k, v) in wanted {
+            match have.get(k) {
+                Some(h) if h == v => {}
+                Some(h) => problems.push(format!(
+                    "bundle needs os-release {k}={v:?}, the root has {k}={h:?}"
+                )),
+                None => problems.push(format!(
+                    "bundle needs os-release {k}={v:?}, the root's os-release has no {k}"
+                )),
+            }
+        }
+    }
+    if let Some(r) = receipt {
+        let serial = manifest.serial.get();
+        if r.serial > serial && downgrade == Downgrade::Refuse {
+            problems.push(format!(
+                "downgrade refused: {} {} (serial {}) is installed, this bundle is {} (serial {serial}); pass --allow-downgrade to install it anyway",
+                r.name, r.version, r.serial, manifest.version
+            ));
+        } else if r.serial == serial
+            && r.manifest_sha256 != manifest_sha256
+            && downgrade == Downgrade::Refuse
+        {
+            problems.push(format!(
+                "serial {serial} of {} is already installed from a different manifest (sha256 {} vs {manifest_sha256}); a new release needs a higher serial",
+                r.name, r.manifest_sha256
+            ));
+        }
+    }
+    problems
+}
+
+/// The root's `/etc/os-release` (or `/usr/lib/os-release`) as a map.
+pub fn os_release(root: &Root) -> BTreeMap<String, String> {
+    let text = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| {
+            root.resolve_str(p)
+                .ok()
+                .and_then(|h| std::fs::read_to_string(h).ok())
+        })
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.trim().to_owned(),
+                v.trim().trim_matches('"').trim_matches('\'').to_owned(),
+            )
+        })
+        .collect()
+}

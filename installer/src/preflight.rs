@@ -1,0 +1,155 @@
+//! Preflight: everything that would make the apply fail half-way, checked
+//! before it starts — tools, .deb dependencies and architectures, free space.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use bundle_spec::spec::Manifest;
+
+use crate::paths::Root;
+use crate::plan::{Change, Decision, Op, Plan};
+
+/// Extra room kept free on every filesystem written to, in bytes.
+const SPACE_MARGIN: u64 = 16 << 20;
+
+/// Directories searched for programs on the host.
+const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Finds `program` on the host (or below `root` for a chroot).
+pub fn find_program(program: &str, root: Option<&Root>) -> Option<PathBuf> {
+    let exists = |p: &Path| p.is_file();
+    if program.contains('/') {
+        let p = match root {
+            Some(r) => r.resolve_str(program).ok()?,
+            None => PathBuf::from(program),
+        };
+        return exists(&p).then_some(p);
+    }
+    let path = match root {
+        Some(_) => HOST_PATH.to_owned(),
+        None => std::env::var("PATH")
+            .map(|p| format!("{p}:{HOST_PATH}"))
+            .unwrap_or_else(|_| HOST_PATH.to_owned()),
+    };
+    path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
+        let p = match root {
+            Some(r) => r.resolve_str(&format!("{d}/{program}")).ok()?,
+            None => Path::new(d).join(program),
+        };
+        exists(&p).then_some(p)
+    })
+}
+
+/// Every preflight problem (empty when the apply may start).
+pub fn check(root: &Root, manifest: &Manifest, plan: &Plan) -> Vec<String> {
+    let mut problems = Vec::new();
+    // Tools.
+    let mut needed: BTreeMap<String, (String, Option<&Root>)> = BTreeMap::new();
+    for op in plan.ops() {
+        match op {
+            Op::Dpkg { install, .. } if !install.is_empty() => {
+                needed.insert("dpkg".into(), ("to install .deb packages".into(), None));
+            }
+            Op::Run {
+                argv,
+                chroot,
+                decision: Decision::Run(_),
+                what,
+            } => {
+                if *chroot {
+                    needed.insert(
+                        "chroot".into(),
+                        ("to run commands in the root".into(), None),
+                    );
+                    needed.insert(
+                        argv[0].clone(),
+                        (format!("to {what} (inside the root)"), Some(root)),
+                    );
+                } else {
+                    needed.insert(argv[0].clone(), (format!("to {what}"), None));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (program, (why, inside)) in &needed {
+        if find_program(program, *inside).is_none() {
+            let place = if inside.is_some() {
+                " inside the root"
+            } else {
+                ""
+            };
+            problems.push(format!(
+                "{program} is needed {why} but was not found{place}"
+            ));
+        }
+    }
+    // .deb dependencies and architectures.
+    let debs: Vec<&crate::plan::DebPlan> = plan
+        .ops()
+        .filter_map(|o| match o {
+            Op::Dpkg { install, .. } => Some(install.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if !debs.is_empty() {
+        problems.extend(crate::debs::check(
+            root,
+            manifest.target.arch.as_str(),
+            &debs,
+        ));
+    }
+    // Free space, per filesystem.
+    let mut need: BTreeMap<u64, (PathBuf, u64)> = BTreeMap::new();
+    for op in plan.ops() {
+        let (host, bytes) = match op {
+            Op::File {
+                host,
+                size,
+                change: Change::Create | Change::Update,
+                ..
+            } => (host.clone(), *size + 4096),
+            Op::Dir {
+                host,
+                change: Change::Create,
+                ..
+            } => (host.clone(), 4096),
+            Op::Dpkg { install, .. } => match root.resolve_str("/usr") {
+                Ok(usr) => (usr, install.iter().map(|d| d.installed_size).sum()),
+                Err(_) => continue,
+            },
+            _ => continue,
+        };
+        if let Some((dev, existing)) = existing_ancestor(&host) {
+            let e = need.entry(dev).or_insert((existing, 0));
+            e.1 += bytes;
+        }
+    }
+    for (path, bytes) in need.values() {
+        if let Ok(st) = rustix::fs::statvfs(path) {
+            let avail = st.f_bavail.saturating_mul(st.f_frsize);
+            if avail < bytes.saturating_add(SPACE_MARGIN) {
+                problems.push(format!(
+                    "not enough space on the filesystem of {}: {} bytes needed (+{} margin), {} available",
+                    path.display(),
+                    bytes,
+                    SPACE_MARGIN,
+                    avail
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn existing_ancestor(path: &Path) -> Option<(u64, PathBuf)> {
+    let mut p = path;
+    loop {
+        if let Ok(m) = std::fs::metadata(p) {
+            return Some((m.dev(), p.to_owned()));
+        }
+        p = p.parent()?;
+    }
+}

@@ -1,0 +1,193 @@
+//! The state directory (`ROOT/var/lib/install-bundle`), its lock, and the
+//! private staging directory verified artifacts are streamed into.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use bundle_spec::names::ArtifactName;
+use bundle_spec::read::ArtifactSink;
+use bundle_spec::spec::ManifestArtifact;
+
+use crate::journal::{CRASH_ENV, kill_self};
+use crate::paths::Root;
+
+/// The lock file's name in the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// The state directory, locked for this run. Directories it had to create
+/// are removed again by [`StateDir::release`] when the run leaves nothing
+/// behind (a refused bundle leaves no trace on the root).
+#[derive(Debug)]
+pub struct StateDir {
+    /// The directory.
+    pub dir: PathBuf,
+    created: Vec<PathBuf>,
+    lock: Option<File>,
+}
+
+/// Why the state directory could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another installer holds the lock.
+    #[error(
+        "another install-bundle is running on this root (lock {0} is held); wait for it to finish"
+    )]
+    Locked(PathBuf),
+    /// I/O.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl StateDir {
+    /// Creates (if needed) and locks `ROOT/var/lib/install-bundle`. Fails at
+    /// once if another installer holds the lock.
+    pub fn open(root: &Root) -> Result<Self, StateError> {
+        let dir = root.state_dir();
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        let mut missing = Vec::new();
+        let mut d = dir.as_path();
+        while fs::symlink_metadata(d).is_err() {
+            missing.push(d.to_owned());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        let mut created = Vec::new();
+        for m in missing.into_iter().rev() {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&m)
+                .map_err(io_err(&m))?;
+            created.push(m);
+        }
+        let mut state = Self {
+            dir: dir.clone(),
+            created,
+            lock: None,
+        };
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                // Not ours: leave the lock file (the holder owns it) but undo our directories.
+                state.created.clear();
+                return Err(StateError::Locked(lock_path));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        state.lock = Some(lock);
+        Ok(state)
+    }
+
+    /// Unlocks; when nothing but the lock file remains in the state
+    /// directory, removes it and the directories this run created.
+    pub fn release(mut self) {
+        let only_lock = fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .all(|e| e.file_name() == LOCK_FILE)
+            })
+            .unwrap_or(false);
+        if only_lock && !self.created.is_empty() {
+            let _ = fs::remove_file(self.dir.join(LOCK_FILE));
+            for d in self.created.iter().rev() {
+                if fs::remove_dir(d).is_err() {
+                    break;
+                }
+            }
+        }
+        self.lock.take();
+    }
+}
+
+/// A private directory (mode 0700) holding the verified artifacts of one run.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    /// Creates the staging directory `base/staging` (removing a leftover one first).
+    pub fn create(base: &Path) -> io::Result<Self> {
+        let dir = base.join("staging");
+        if fs::symlink_metadata(&dir).is_ok() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(base)?;
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.join("artifacts"))?;
+        Ok(Self { dir })
+    }
+
+    /// Where a verified artifact is kept.
+    pub fn artifact(&self, name: &ArtifactName) -> PathBuf {
+        self.dir.join("artifacts").join(name.as_str())
+    }
+
+    /// Removes the staging directory.
+    pub fn remove(self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// The sink the bundle reader streams into.
+    pub fn sink(&self) -> StagingSink<'_> {
+        StagingSink {
+            staging: self,
+            crash: std::env::var(CRASH_ENV).is_ok_and(|v| v == "staging"),
+        }
+    }
+}
+
+/// Writes each artifact to a temp file in the staging directory, renamed to
+/// its name only after the reader verified it.
+#[derive(Debug)]
+pub struct StagingSink<'a> {
+    staging: &'a Staging,
+    crash: bool,
+}
+
+impl ArtifactSink for StagingSink<'_> {
+    type Writer = BufWriter<tempfile::NamedTempFile>;
+
+    fn create(&mut self, _: &ArtifactName, _: &ManifestArtifact) -> io::Result<Self::Writer> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial.")
+            .tempfile_in(self.staging.dir.join("artifacts"))?;
+        Ok(BufWriter::with_capacity(1 << 20, tmp))
+    }
+
+    fn commit(&mut self, name: &ArtifactName, mut writer: Self::Writer) -> io::Result<()> {
+        writer.flush()?;
+        let tmp = writer.into_inner().map_err(|e| e.into_error())?;
+        tmp.persist(self.staging.artifact(name))
+            .map_err(|e| e.error)?;
+        if self.crash {
+            kill_self();
+        }
+        Ok(())
+    }
+}
