@@ -146,7 +146,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eoutln!("error: {e:#}");
+            eprintln!("error: {e:#}");
             if e.downcast_ref::<ReadError>().is_some() {
                 ExitCode::from(EXIT_VERIFY)
             } else {
@@ -295,7 +295,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     HumanBytes(v.artifact_bytes)
                 );
                 if expired {
-                    eoutln!(
+                    eprintln!(
                         "warning: the bundle expired at {}; install-bundle will refuse it",
                         m.expires.map(|e| e.to_string()).unwrap_or_default()
                     );

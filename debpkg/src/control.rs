@@ -551,8 +551,8 @@ Version: 2.6.1
             "Packages:3: continuation line before the first field of a stanza"
         );
         assert_eq!(
-            err("# comment\nPackage: a\n"),
-            "Packages:1: invalid field name \"# comment\"" // no comment syntax
+            err("#Package: a\n"),
+            "Packages:1: invalid field name \"#Package\"" // no comment syntax
         );
         assert_eq!(
             err("Package: a\nVersion: 1\npackage: b\n"),

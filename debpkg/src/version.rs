@@ -441,7 +441,8 @@ mod tests {
         assert!(matches!(err("1:-1"), EmptyUpstream { .. }));
         assert!(matches!(err("1.0-"), EmptyRevision { .. }));
         assert!(matches!(err("1.0_1"), BadUpstreamChar { ch: '_', .. }));
-        assert!(matches!(err("1.0-1:2"), BadRevisionChar { ch: ':', .. }));
+        assert!(matches!(err("1:1.0-1:2"), BadRevisionChar { ch: ':', .. }));
+        assert!(matches!(err("1.0-1:2"), BadEpoch { .. }));
         assert!(matches!(err("1.0-1-b_1"), BadRevisionChar { ch: '_', .. }));
         assert!(err("1.0_1").to_string().contains("\"1.0_1\""));
         assert_eq!(v("2147483647:1").epoch(), 2147483647);
