@@ -93,12 +93,9 @@ pub fn variables(content: &str) -> Result<BTreeSet<&str>, TemplateError> {
 }
 
 /// Renders a template with the given values.
-pub fn render<K: AsRef<str> + Ord>(
-    content: &str,
-    values: &BTreeMap<K, String>,
-) -> Result<String, TemplateError>
+pub fn render<K>(content: &str, values: &BTreeMap<K, String>) -> Result<String, TemplateError>
 where
-    K: std::borrow::Borrow<str>,
+    K: Ord + std::borrow::Borrow<str>,
 {
     let mut out = String::with_capacity(content.len());
     for segment in parse(content)? {

@@ -93,6 +93,10 @@ impl<W: Write> Write for TeeWriter<W> {
     }
 }
 
+/// Opens an artifact's bytes for packing.
+pub type OpenArtifact<'a> =
+    dyn FnMut(&ArtifactName, &ManifestArtifact) -> io::Result<Box<dyn Read>> + 'a;
+
 /// Writes a bundle for `manifest`, signing it with `key`. `open` yields each
 /// artifact's bytes; they are hashed while packed and must match the
 /// manifest's size and digest, or the write fails (the caller discards the
@@ -101,7 +105,7 @@ pub fn write_bundle<W: Write>(
     output: W,
     manifest: &Manifest,
     key: &SecretKey,
-    open: &mut dyn FnMut(&ArtifactName, &ManifestArtifact) -> io::Result<Box<dyn Read>>,
+    open: &mut OpenArtifact<'_>,
     options: WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written<W>, WriteError> {

@@ -101,6 +101,8 @@ pub struct DebInfo {
     pub provides: Vec<Provide>,
     /// `Multi-Arch` ([`MultiArch::No`] when absent).
     pub multi_arch: MultiArch,
+    /// `Installed-Size`, in KiB (policy §5.6.20), when present.
+    pub installed_size_kib: Option<u64>,
 }
 
 impl DebInfo {
@@ -118,6 +120,13 @@ impl DebInfo {
             pre_depends: f.relations("Pre-Depends")?,
             provides: f.provides()?,
             multi_arch: MultiArch::from_fields(&f)?,
+            installed_size_kib: match stanza.get("Installed-Size") {
+                None => None,
+                Some(v) => Some(
+                    v.parse()
+                        .map_err(|_| f.invalid("Installed-Size", v, "expected a size in KiB"))?,
+                ),
+            },
         })
     }
 }
@@ -196,7 +205,7 @@ pub enum DebError {
         path: PathBuf,
         /// The field error (names package and field).
         #[source]
-        source: FieldError,
+        source: Box<FieldError>,
     },
 }
 
@@ -216,7 +225,7 @@ pub fn read_info(path: impl AsRef<Path>) -> Result<DebInfo, DebError> {
     let stanza = read_control(path)?;
     DebInfo::from_stanza(&stanza).map_err(|source| DebError::Field {
         path: path.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -422,12 +431,12 @@ pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    const CONTROL: &str = "Package: hello\nVersion: 1:2.10-3\nArchitecture: amd64\nMulti-Arch: foreign\nPre-Depends: dpkg (>= 1.19)\nDepends: libc6 (>= 2.34), foo | bar:any\nProvides: hello-world (= 2.10), greeter\nDescription: hi\n there\n";
+    const CONTROL: &str = "Package: hello\nVersion: 1:2.10-3\nArchitecture: amd64\nInstalled-Size: 280\nMulti-Arch: foreign\nPre-Depends: dpkg (>= 1.19)\nDepends: libc6 (>= 2.34), foo | bar:any\nProvides: hello-world (= 2.10), greeter\nDescription: hi\n there\n";
 
     fn ar_member(out: &mut Vec<u8>, name: &str, data: &[u8]) {
-        write!(
+        writeln!(
             out,
-            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`",
             format!("{name}/"),
             0,
             0,
@@ -509,6 +518,7 @@ pub(crate) mod tests {
         assert_eq!(info.version, "1:2.10-3".parse().unwrap());
         assert_eq!(info.architecture, "amd64");
         assert_eq!(info.multi_arch, MultiArch::Foreign);
+        assert_eq!(info.installed_size_kib, Some(280));
         assert_eq!(
             crate::relation::format_relations(&info.pre_depends),
             "dpkg (>= 1.19)"
@@ -627,6 +637,11 @@ pub(crate) mod tests {
         let msg = err("Package: foo\nVersion: 1\nArchitecture: all\nMulti-Arch: maybe\n");
         assert!(
             msg.contains("field Multi-Arch has invalid value \"maybe\""),
+            "{msg}"
+        );
+        let msg = err("Package: foo\nVersion: 1\nArchitecture: all\nInstalled-Size: 12k\n");
+        assert!(
+            msg.contains("field Installed-Size has invalid value \"12k\""),
             "{msg}"
         );
         let msg = err("Package: foo\nVersion: 1\nArchitecture: amd64 i386\n");

@@ -104,7 +104,7 @@ pub enum StatusError {
         origin: String,
         /// The field error (names package and field).
         #[source]
-        source: FieldError,
+        source: Box<FieldError>,
     },
 }
 
@@ -142,7 +142,7 @@ impl Status {
             let installed = InstalledPackage::from_status_stanza(&stanza?).map_err(|source| {
                 StatusError::Field {
                     origin: origin.to_owned(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             if let Some(p) = installed {

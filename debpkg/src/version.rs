@@ -366,7 +366,7 @@ mod tests {
         ("2.36-9+deb12u14", Ordering::Greater, "2.34"),
         ("3.0.19-1~deb12u2", Ordering::Greater, "3.0.0"),
         ("1:1.4.7-1+b2", Ordering::Greater, "1.4.7-1+b2"),
-        ("a", Ordering::Equal, "a0"),
+        ("1a", Ordering::Equal, "1a0"),
         ("1.2a", Ordering::Less, "1.2b"),
         ("1.2Z", Ordering::Less, "1.2a"),
         ("1.2-a.b", Ordering::Greater, "1.2-a+b"),
@@ -385,6 +385,40 @@ mod tests {
             assert_eq!(va.cmp(&vb), ord, "{a} vs {b}");
             assert_eq!(vb.cmp(&va), ord.reverse(), "{b} vs {a}");
             assert_eq!(va == vb, ord == Ordering::Equal, "{a} == {b}");
+        }
+    }
+
+    /// Asks dpkg for the ordering of `a` relative to `b`; `None` if dpkg
+    /// cannot be run.
+    fn dpkg_order(a: &str, b: &str) -> Option<Ordering> {
+        let holds = |op: &str| {
+            std::process::Command::new("dpkg")
+                .args(["--compare-versions", a, op, b])
+                .status()
+                .ok()
+                .map(|s| s.success())
+        };
+        Some(if holds("lt")? {
+            Ordering::Less
+        } else if holds("eq")? {
+            Ordering::Equal
+        } else {
+            Ordering::Greater
+        })
+    }
+
+    #[test]
+    fn comparison_table_agrees_with_dpkg_compare_versions() {
+        if dpkg_order("1", "1").is_none() {
+            eprintln!("skipping: dpkg is not available");
+            return;
+        }
+        for &(a, ord, b) in TABLE {
+            assert_eq!(
+                dpkg_order(a, b),
+                Some(ord),
+                "dpkg disagrees with table row {a} vs {b}"
+            );
         }
     }
 

@@ -237,8 +237,23 @@ impl Transaction {
         Ok(())
     }
 
-    /// Creates one directory with `mode` (its parent must exist).
+    /// Creates one directory with `mode` (its parent must exist). A directory
+    /// that exists already (an earlier step made it) only gets its mode set.
+    /// Only a directory that did not exist is journaled, so a rollback never
+    /// removes a directory this run did not create.
     pub fn mkdir(&mut self, dir: &Path, mode: u32) -> io::Result<()> {
+        if let Ok(m) = fs::symlink_metadata(dir) {
+            if !m.is_dir() {
+                return Err(io::Error::other(format!(
+                    "{} exists and is not a directory",
+                    dir.display()
+                )));
+            }
+            if m.permissions().mode() & 0o7777 != mode {
+                self.set_mode(dir, mode)?;
+            }
+            return Ok(());
+        }
         self.append(Entry::Mkdir {
             path: dir.to_owned(),
         })?;

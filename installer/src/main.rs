@@ -570,7 +570,14 @@ fn make_receipt(
 ) -> Receipt {
     let mut paths = Vec::new();
     let mut packages = Vec::new();
-    for op in plan.ops() {
+    // swap-off edits /etc/fstab but does not own it: it is not a managed path.
+    let owned = plan
+        .steps
+        .iter()
+        .filter(|s| s.kind != "swap-off")
+        .flat_map(|s| s.ops.iter())
+        .chain(plan.finally.iter());
+    for op in owned {
         match op {
             plan::Op::File {
                 target,

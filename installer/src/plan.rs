@@ -833,7 +833,7 @@ fn plan_debs(ctx: &Context<'_>, artifacts: &[ArtifactName]) -> Result<Op, String
                 package: info.package.clone(),
                 version: info.version.to_string(),
                 architecture: info.architecture.clone(),
-                installed_size: info.installed_size_bytes(),
+                installed_size: crate::debs::installed_size(&info),
             });
         }
     }

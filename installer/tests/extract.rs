@@ -210,7 +210,7 @@ fn absolute_member_is_refused() {
 #[test]
 fn symlink_pointing_outside_is_refused() {
     let t = Tar::new().symlink("lib", "../../etc").bytes();
-    assert_refused(&t, &all(), "lib", "points outside dest");
+    assert_refused(&t, &all(), "lib", "points outside /usr/local/bin");
     let msg = scan_bytes(&t, &all()).unwrap_err().to_string();
     assert!(msg.contains("/usr/local/bin"), "{msg}");
 
@@ -218,7 +218,7 @@ fn symlink_pointing_outside_is_refused() {
         .dir("sub")
         .symlink("sub/up", "../x/../../y")
         .bytes();
-    assert_refused(&t, &all(), "sub/up", "points outside dest");
+    assert_refused(&t, &all(), "sub/up", "points outside /usr/local/bin");
 
     let t = Tar::new().symlink("shadow", "/etc/shadow").bytes();
     assert_refused(&t, &all(), "shadow", "absolute path \"/etc/shadow\"");
@@ -858,49 +858,4 @@ fn truncated_archive_is_an_error() {
     // Cut inside an unselected member.
     let err = scan_bytes(&gz(&t[..1000]), &step(Some(&["b"]), 0)).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
-}
-
-#[test]
-fn zz_print_messages() {
-    let cases: Vec<(Vec<u8>, ExtractStep)> = vec![
-        (Tar::new().file("../evil", b"x").bytes(), all()),
-        (Tar::new().file("/etc/x", b"x").bytes(), all()),
-        (Tar::new().symlink("lib", "../../etc").bytes(), all()),
-        (Tar::new().symlink("lib", "/etc").bytes(), all()),
-        (
-            Tar::new().symlink("h", ".").symlink("e", "h/../x").bytes(),
-            all(),
-        ),
-        (
-            Tar::new()
-                .symlink("lib", "x")
-                .file("lib/passwd", b"")
-                .bytes(),
-            all(),
-        ),
-        (
-            Tar::new()
-                .raw(b"s", EntryType::Link, 0o644, b"/etc/shadow", b"")
-                .bytes(),
-            all(),
-        ),
-        (
-            Tar::new()
-                .raw(b"s", EntryType::Char, 0o644, b"", b"")
-                .bytes(),
-            all(),
-        ),
-        (Tar::new().file_mode("su", 0o4755, b"").bytes(), all()),
-        (Tar::new().file("x", b"").file("./x", b"").bytes(), all()),
-        (Tar::new().file("x", b"").bytes(), step(Some(&["y"]), 0)),
-        (Tar::new().file("x", b"").bytes(), step(None, 1)),
-        (
-            Tar::new().file("x", &[1; 1000]).bytes()[..800].to_vec(),
-            all(),
-        ),
-        (b"junk".to_vec(), all()),
-    ];
-    for (bytes, s) in cases {
-        eprintln!("{}", scan_bytes(&bytes, &s).unwrap_err());
-    }
 }

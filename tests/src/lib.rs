@@ -6,9 +6,15 @@
 //!   operation changed (or did not change) a tree ([`tree::tree_hash`],
 //!   [`tree::tree_listing`], [`tree::diff_listings`]).
 //!
+//! - [`cli`]: running `bundler` and `install-bundle` as subprocesses, throwaway keys.
+//! - [`kit`]: taking bundles apart and putting them back together (re-signed or
+//!   not) to build hostile bundles.
+//!
 //! The `serve` binary of this package serves a directory with
 //! [`server::Server::serve_dir`] for `make demo`.
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod kit;
 pub mod server;
 pub mod tree;
