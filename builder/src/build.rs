@@ -392,13 +392,11 @@ fn check_contents(spec: &Spec, fetched: &[Fetched]) -> Result<(), BuildError> {
                     }
                 }
             }
-            Step::Extract(s) => {
-                if ArchiveKind::detect(&head(&s.artifact)?).is_none() {
-                    return Err(BuildError::Content {
-                        name: s.artifact.clone(),
-                        reason: "is used by an extract step but is not a tar, tar.gz, tar.xz or tar.zst archive".into(),
-                    });
-                }
+            Step::Extract(s) if ArchiveKind::detect(&head(&s.artifact)?).is_none() => {
+                return Err(BuildError::Content {
+                    name: s.artifact.clone(),
+                    reason: "is used by an extract step but is not a tar, tar.gz, tar.xz or tar.zst archive".into(),
+                });
             }
             _ => {}
         }

@@ -148,11 +148,11 @@ fn write_op(tx: &mut Transaction, op: &Op, content: Option<&mut dyn Read>) -> io
             _ => Ok(()),
         },
         Op::Link {
-            host, to, change, ..
-        } => match change {
-            Change::Create | Change::Update => tx.symlink(host, to),
-            _ => Ok(()),
-        },
+            host,
+            to,
+            change: Change::Create | Change::Update,
+            ..
+        } => tx.symlink(host, to),
         _ => Ok(()),
     }
 }

@@ -401,6 +401,14 @@ fn remove_if_present(path: &Path) -> io::Result<bool> {
     }
 }
 
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn cleanup(entries: &[Entry]) {
     for e in entries {
         if let Entry::Replace { tmp, backup, .. } = e {
@@ -424,6 +432,10 @@ fn undo(entries: &[Entry]) -> RollbackReport {
             Entry::Replace { path, tmp, backup } => (|| {
                 remove_if_present(tmp)?;
                 match backup {
+                    // The crash came between the backup link and the rename:
+                    // both names are the same (old) file, and rename() between
+                    // two links of one inode does nothing. Drop the backup name.
+                    Some(b) if same_inode(b, path) => fs::remove_file(b)?,
                     Some(b) if fs::symlink_metadata(b).is_ok() => fs::rename(b, path)?,
                     // The crash came before the backup was made: the target
                     // still holds its old content.

@@ -44,6 +44,8 @@ enum Command {
     Status(StatusArgs),
     /// Print what installing would change (same as --dry-run).
     Plan(InstallArgs),
+    /// Roll back an interrupted install (every install does this first) and stop.
+    Recover(RecoverArgs),
     /// Install a bundle (the default command).
     Install(InstallArgs),
 }
@@ -100,6 +102,12 @@ struct VerifyArgs {
 }
 
 #[derive(Args, Clone)]
+struct RecoverArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
 struct StatusArgs {
     /// A bundle name: show its receipt and check every file it installed.
     name: Option<String>,
@@ -127,6 +135,10 @@ fn main() -> ExitCode {
         Some(Command::Status(a)) => {
             let out = Out::new(verbosity(&a.common));
             (status(&a, &out), out)
+        }
+        Some(Command::Recover(a)) => {
+            let out = Out::new(verbosity(&a.common));
+            (recover(&a, &out), out)
         }
         Some(Command::Plan(mut a)) => {
             a.dry_run = true;
@@ -289,6 +301,56 @@ fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     Ok(json!({"result": "status", "bundles": docs}))
 }
 
+/// Rolls back (or finishes the clean-up of) an interrupted run.
+fn finish_interrupted(state: &StateDir, out: &Out) -> Result<Recovery, Failure> {
+    let recovery = journal::recover(&state.dir)
+        .map_err(|e| Failure::other(format!("reading the journal: {e}")))?;
+    match &recovery {
+        Recovery::Clean => {}
+        Recovery::FinishedCommit => {
+            out.line("finished cleaning up after an interrupted, completed install")
+        }
+        Recovery::RolledBack { bundle, report } => {
+            out.line(&format!(
+                "rolled back an interrupted install of {bundle} ({} changes undone)",
+                report.undone
+            ));
+            for i in &report.irreversible {
+                out.warn(&format!("could not be undone: {i}"));
+            }
+            if !report.failed.is_empty() {
+                return Err(Failure::incomplete(
+                    "an interrupted install could not be fully rolled back".into(),
+                    report.failed.clone(),
+                ));
+            }
+        }
+    }
+    Ok(recovery)
+}
+
+fn recover(a: &RecoverArgs, out: &Out) -> Result<serde_json::Value, Failure> {
+    let root = root_of(&a.common)?;
+    let state = StateDir::open(&root).map_err(|e| match e {
+        install_bundle::stage::StateError::Locked(_) => Failure::refused(e.to_string()),
+        other => Failure::other(other.to_string()),
+    })?;
+    let result = finish_interrupted(&state, out);
+    // A leftover staging directory belongs to the interrupted run.
+    let _ = std::fs::remove_dir_all(state.dir.join("staging"));
+    state.release();
+    let recovery = result?;
+    let word = match recovery {
+        Recovery::Clean => {
+            out.line("nothing to recover");
+            "clean"
+        }
+        Recovery::FinishedCommit => "finished-commit",
+        Recovery::RolledBack { .. } => "rolled-back",
+    };
+    Ok(json!({"result": word}))
+}
+
 fn install(a: &InstallArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let bundle = a
         .bundle
@@ -322,29 +384,7 @@ fn install_locked(
             );
         }
     } else {
-        match journal::recover(&state.dir)
-            .map_err(|e| Failure::other(format!("reading the journal: {e}")))?
-        {
-            Recovery::Clean => {}
-            Recovery::FinishedCommit => {
-                out.line("finished cleaning up after an interrupted, completed install")
-            }
-            Recovery::RolledBack { bundle, report } => {
-                out.line(&format!(
-                    "rolled back an interrupted install of {bundle} ({} changes undone)",
-                    report.undone
-                ));
-                for i in &report.irreversible {
-                    out.warn(&format!("could not be undone: {i}"));
-                }
-                if !report.failed.is_empty() {
-                    return Err(Failure::incomplete(
-                        "an interrupted install could not be fully rolled back".into(),
-                        report.failed,
-                    ));
-                }
-            }
-        }
+        finish_interrupted(state, out)?;
     }
 
     // 1. Verify & stage.

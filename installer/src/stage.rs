@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use bundle_spec::names::ArtifactName;
@@ -77,29 +77,47 @@ impl StateDir {
             lock: None,
         };
         let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                // Not ours: leave the lock file (the holder owns it) but undo our directories.
-                state.created.clear();
-                return Err(StateError::Locked(lock_path));
+        // The lock file may be deleted by a run that leaves nothing behind
+        // (see `release`), so after locking check that the path still names
+        // the file we locked; if not, lock the new one.
+        let lock = loop {
+            let lock = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(io_err(&lock_path))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    // Not ours: leave the lock file and the directories to the holder.
+                    state.created.clear();
+                    return Err(StateError::Locked(lock_path));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
+            let same = match (lock.metadata(), fs::metadata(&lock_path)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if same {
+                break lock;
+            }
+        };
         state.lock = Some(lock);
         Ok(state)
     }
 
-    /// Unlocks; when nothing but the lock file remains in the state
-    /// directory, removes it and the directories this run created.
+    /// Unlocks. When nothing but the lock file remains in the state
+    /// directory (no receipt, journal or staging), removes the lock file, the
+    /// state directory and the parents this run created, so that a refused
+    /// bundle or a rolled-back crash leaves no trace. The lock file is removed
+    /// while still locked; `open` copes with that.
     pub fn release(mut self) {
+        if self.lock.is_none() {
+            return;
+        }
         let only_lock = fs::read_dir(&self.dir)
             .map(|entries| {
                 entries
@@ -107,11 +125,13 @@ impl StateDir {
                     .all(|e| e.file_name() == LOCK_FILE)
             })
             .unwrap_or(false);
-        if only_lock && !self.created.is_empty() {
+        if only_lock {
             let _ = fs::remove_file(self.dir.join(LOCK_FILE));
-            for d in self.created.iter().rev() {
-                if fs::remove_dir(d).is_err() {
-                    break;
+            if fs::remove_dir(&self.dir).is_ok() {
+                for d in self.created.iter().rev().filter(|d| **d != self.dir) {
+                    if fs::remove_dir(d).is_err() {
+                        break;
+                    }
                 }
             }
         }

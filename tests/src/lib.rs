@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod fixture;
 pub mod kit;
 pub mod server;
 pub mod tree;
