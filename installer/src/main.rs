@@ -425,6 +425,11 @@ fn install_locked(
     }
     let values = values.unwrap_or_default();
     let staging_base = a.staging_dir.clone().unwrap_or_else(|| state.dir.clone());
+    if let Some(problem) =
+        preflight::check_staging_space(&staging_base, manifest.total_artifact_bytes())
+    {
+        return Err(Failure::refused(problem));
+    }
     let staging = Staging::create(&staging_base).map_err(|e| {
         Failure::refused(format!(
             "cannot create the staging directory in {}: {e}",

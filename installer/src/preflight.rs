@@ -144,6 +144,25 @@ pub fn check(root: &Root, manifest: &Manifest, plan: &Plan) -> Vec<String> {
     problems
 }
 
+/// Free bytes on the filesystem holding `path` (or its nearest existing ancestor).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let (_, existing) = existing_ancestor(path)?;
+    let st = rustix::fs::statvfs(&existing).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// The staging problem, if the artifacts do not fit where they are staged.
+pub fn check_staging_space(staging_base: &Path, artifact_bytes: u64) -> Option<String> {
+    let free = free_bytes(staging_base)?;
+    let need = artifact_bytes.saturating_add(SPACE_MARGIN);
+    (free < need).then(|| {
+        format!(
+            "not enough space to stage the bundle in {}: {artifact_bytes} bytes of artifacts (+{SPACE_MARGIN} margin), {free} available; free some space or pass --staging-dir DIR",
+            staging_base.display()
+        )
+    })
+}
+
 fn existing_ancestor(path: &Path) -> Option<(u64, PathBuf)> {
     let mut p = path;
     loop {

@@ -818,3 +818,40 @@ fn static_installer_has_no_dynamic_dependencies_and_no_tls_stack() {
         );
     }
 }
+
+#[test]
+fn values_file_supplies_variables_and_set_overrides_it() {
+    let f = Fixture::new();
+    let bundle = f.bundle();
+    let root = f.root("root");
+    let values = f.path("values.json");
+    std::fs::write(
+        &values,
+        r#"{"POD_CIDR": "10.9.0.0/16", "CLUSTER_DNS": "10.9.0.10"}"#,
+    )
+    .unwrap();
+    let v = values.display().to_string();
+    install(
+        &root,
+        &bundle,
+        &f.keys.public,
+        &["--values", &v, "--set", "CLUSTER_DNS=10.9.0.53"],
+        &[],
+    )
+    .code(0);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/cni/net.d/10-bridge.conf")).unwrap(),
+        "{ \"subnet\": \"10.9.0.0/16\", \"dns\": \"10.9.0.53\" }\n"
+    );
+    std::fs::write(&values, r#"{"POD_CIDR": 7}"#).unwrap();
+    let root2 = f.root("root2");
+    refused(
+        &f,
+        &root2,
+        &bundle,
+        &f.keys.public,
+        &["--values", &v],
+        4,
+        "POD_CIDR: expected a string value",
+    );
+}
