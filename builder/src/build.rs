@@ -327,7 +327,12 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         source,
     })?;
     output.into_inner().map_err(|e| out_err(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(out_err)?;
+    // Temp files are created 0600; a bundle is meant to be copied around.
+    use std::os::unix::fs::PermissionsExt as _;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(out_err)?;
 
     let sig_path = PathBuf::from(format!("{}.{DETACHED_SIGNATURE_EXTENSION}", out.display()));
     let detached = opts.key.sign_digest(
@@ -339,6 +344,10 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         .prefix(&format!(".{file_name}.minisig."))
         .suffix(".tmp")
         .tempfile_in(dir)
+        .map_err(out_err)?;
+    sig_tmp
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(out_err)?;
     sig_tmp
         .write_all(detached.to_file_string().as_bytes())

@@ -136,7 +136,7 @@ pub enum ReadError {
 /// leave nothing behind.
 pub trait ArtifactSink {
     /// Receives one artifact's bytes.
-    type Writer: Write;
+    type Writer: Write + Send;
     /// Starts receiving `name`.
     fn create(
         &mut self,
@@ -333,6 +333,90 @@ fn parse_signature(bytes: &[u8]) -> Result<Signature, ReadError> {
     Ok(Signature::parse(text)?)
 }
 
+/// Bytes per chunk handed from decompression to hashing and writing.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between the two threads (bounds memory at ~6 MiB).
+const IN_FLIGHT: usize = 4;
+
+enum StreamError {
+    Read(ReadError),
+    Sink(io::Error),
+}
+
+/// Streams exactly `size` bytes of the current entry into `writer`, returning
+/// the writer and the SHA-256 of the bytes. Decompression runs on this thread
+/// while a second thread hashes and writes the previous chunks, so the two
+/// overlap; never more than `size` bytes are read.
+fn stream_entry<R: Read, W: Write + Send>(
+    z: &mut R,
+    size: u64,
+    mut writer: W,
+    entry: &str,
+    reporter: &dyn Reporter,
+    id: usize,
+) -> Result<(W, Sha256Digest), StreamError> {
+    let read_chunk = |z: &mut R, buf: &mut [u8]| -> Result<(), StreamError> {
+        let n =
+            tarfmt::read_full(z, buf).map_err(|e| StreamError::Read(decompress_err(entry)(e)))?;
+        if n < buf.len() {
+            return Err(StreamError::Read(ReadError::Truncated {
+                context: entry.to_owned(),
+            }));
+        }
+        Ok(())
+    };
+    // Small entries: no thread.
+    if size <= CHUNK as u64 {
+        let mut buf = vec![0u8; size as usize];
+        read_chunk(z, &mut buf)?;
+        writer.write_all(&buf).map_err(StreamError::Sink)?;
+        reporter.on_progress(id, size);
+        return Ok((
+            writer,
+            Sha256Digest::from_bytes(Sha256::digest(&buf).into()),
+        ));
+    }
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..=IN_FLIGHT {
+        empty_tx.send(vec![0u8; CHUNK]).expect("receiver alive");
+    }
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || -> io::Result<(W, Sha256Digest)> {
+            let mut hasher = Sha256::new();
+            for (buf, n) in full_rx {
+                hasher.update(&buf[..n]);
+                writer.write_all(&buf[..n])?;
+                // The reader may have stopped already; the buffer is then dropped.
+                let _ = empty_tx.send(buf);
+            }
+            Ok((writer, Sha256Digest::from_bytes(hasher.finalize().into())))
+        });
+        let mut remaining = size;
+        let mut read_result = Ok(());
+        while remaining > 0 {
+            // An empty pool means the writer thread stopped on an error.
+            let Ok(mut buf) = empty_rx.recv() else { break };
+            let n = buf
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            if let Err(e) = read_chunk(z, &mut buf[..n]) {
+                read_result = Err(e);
+                break;
+            }
+            if full_tx.send((buf, n)).is_err() {
+                break;
+            }
+            remaining -= n as u64;
+            reporter.on_progress(id, n as u64);
+        }
+        drop(full_tx);
+        let written = worker.join().expect("hashing thread does not panic");
+        read_result?;
+        written.map_err(StreamError::Sink)
+    })
+}
+
 impl<R: Read> BundleReader<R> {
     /// Reads and verifies the manifest and its signature (steps 1 to 5 of
     /// FORMAT.md's verification). Nothing of the manifest is trusted or even
@@ -403,7 +487,6 @@ impl<R: Read> BundleReader<R> {
         sink: &mut S,
         reporter: &dyn Reporter,
     ) -> Result<Verified, ReadError> {
-        let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         let artifacts: Vec<(ArtifactName, ManifestArtifact)> = self
             .manifest
@@ -432,31 +515,19 @@ impl<R: Read> BundleReader<R> {
                 name: name.clone(),
                 source,
             };
-            let mut writer = sink.create(name, artifact).map_err(sink_err)?;
+            let writer = sink.create(name, artifact).map_err(sink_err)?;
             let id = reporter.on_start(name.as_str(), Some(size));
-            let mut hasher = Sha256::new();
-            let mut remaining = size;
-            while remaining > 0 {
-                let want = buf
-                    .len()
-                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-                let n = match self.z.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        return Err(ReadError::Truncated {
-                            context: format!("artifact {name}"),
-                        });
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(decompress_err(&expected_name)(e)),
-                };
-                hasher.update(&buf[..n]);
-                writer.write_all(&buf[..n]).map_err(sink_err)?;
-                remaining -= n as u64;
-                reporter.on_progress(id, n as u64);
-            }
+            let (writer, actual) =
+                stream_entry(&mut self.z, size, writer, &expected_name, reporter, id).map_err(
+                    |e| match e {
+                        StreamError::Read(e) => e,
+                        StreamError::Sink(source) => ReadError::Sink {
+                            name: name.clone(),
+                            source,
+                        },
+                    },
+                )?;
             reporter.on_finish(id);
-            let actual = Sha256Digest::from_bytes(hasher.finalize().into());
             if actual != artifact.sha256 {
                 return Err(ReadError::ArtifactDigest {
                     name: name.clone(),

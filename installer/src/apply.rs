@@ -1,8 +1,7 @@
 //! Apply: carry out the plan in spec order through the journal, so that a
 //! failure rolls everything back.
 
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -105,7 +104,34 @@ fn dpkg(root: &Root, args: &[String]) -> Result<String, String> {
     }
 }
 
+/// Staged artifacts that feed exactly one file: those can be linked into place.
+fn exclusive_staged(plan: &Plan) -> HashSet<std::path::PathBuf> {
+    let mut uses: HashMap<&Path, usize> = HashMap::new();
+    for op in plan.ops() {
+        if let Op::File {
+            source: Source::Staged(p),
+            ..
+        } = op
+        {
+            *uses.entry(p.as_path()).or_default() += 1;
+        }
+    }
+    uses.into_iter()
+        .filter(|(_, n)| *n == 1)
+        .map(|(p, _)| p.to_owned())
+        .collect()
+}
+
 fn write_op(tx: &mut Transaction, op: &Op, content: Option<&mut dyn Read>) -> io::Result<()> {
+    write_op_with(tx, op, content, &HashSet::new())
+}
+
+fn write_op_with(
+    tx: &mut Transaction,
+    op: &Op,
+    content: Option<&mut dyn Read>,
+    exclusive: &HashSet<std::path::PathBuf>,
+) -> io::Result<()> {
     match op {
         Op::File {
             host,
@@ -121,7 +147,13 @@ fn write_op(tx: &mut Transaction, op: &Op, content: Option<&mut dyn Read>) -> io
             Change::Create | Change::Update => {
                 let (digest, _) = match (source, content) {
                     (_, Some(r)) => tx.write_file(host, *mode, r)?,
-                    (Source::Staged(p), None) => tx.write_file(host, *mode, &mut File::open(p)?)?,
+                    (Source::Staged(p), None) => {
+                        match tx.place_file(host, *mode, p, exclusive.contains(p))? {
+                            Some(copied) => copied,
+                            // Linked: the staged bytes were verified while staging.
+                            None => (*sha256, 0),
+                        }
+                    }
                     (Source::Inline(bytes), None) => tx.write_file(host, *mode, &mut &bytes[..])?,
                     (Source::Member, None) => {
                         return Err(io::Error::other("archive member without its archive"));
@@ -167,6 +199,7 @@ pub fn apply(
     log: &dyn Log,
 ) -> Result<(), ApplyError> {
     let fail_at: Option<usize> = std::env::var(FAIL_ENV).ok().and_then(|v| v.parse().ok());
+    let exclusive = exclusive_staged(plan);
     for sp in &plan.steps {
         let step = &manifest.steps[sp.number - 1];
         let err = |message: String| ApplyError {
@@ -248,11 +281,11 @@ pub fn apply(
             continue;
         }
         for op in &sp.ops {
-            apply_op(root, tx, op, log).map_err(err)?;
+            apply_op(root, tx, op, log, &exclusive).map_err(err)?;
         }
     }
     for op in &plan.finally {
-        apply_op(root, tx, op, log).map_err(|message| ApplyError {
+        apply_op(root, tx, op, log, &exclusive).map_err(|message| ApplyError {
             step: 0,
             kind: "systemd",
             message,
@@ -261,10 +294,16 @@ pub fn apply(
     Ok(())
 }
 
-fn apply_op(root: &Root, tx: &mut Transaction, op: &Op, log: &dyn Log) -> Result<(), String> {
+fn apply_op(
+    root: &Root,
+    tx: &mut Transaction,
+    op: &Op,
+    log: &dyn Log,
+    exclusive: &HashSet<std::path::PathBuf>,
+) -> Result<(), String> {
     match op {
         Op::File { .. } | Op::Dir { .. } | Op::Link { .. } => {
-            write_op(tx, op, None).map_err(|e| e.to_string())?;
+            write_op_with(tx, op, None, exclusive).map_err(|e| e.to_string())?;
         }
         Op::Dpkg { install, .. } => {
             if install.is_empty() {

@@ -281,30 +281,34 @@ impl Transaction {
         content: &mut dyn Read,
     ) -> io::Result<(Sha256Digest, u64)> {
         let (tmp, backup) = self.prepare_replace(dest)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = match content.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buf[..n]);
-            f.write_all(&buf[..n])?;
-            size += n as u64;
-        }
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        drop(f);
+        let written = write_tmp(&tmp, mode, content)?;
         self.finish_replace(dest, &tmp, backup.as_deref())?;
-        Ok((Sha256Digest::from_bytes(hasher.finalize().into()), size))
+        Ok(written)
+    }
+
+    /// Installs a staged (already verified) file at `dest` with `mode`,
+    /// atomically. When `exclusive` (no other target uses the staged file) it
+    /// is hard-linked into place instead of copied, if the filesystem allows.
+    /// Returns the digest and size when the bytes were copied (and so hashed
+    /// again), `None` when linked.
+    pub fn place_file(
+        &mut self,
+        dest: &Path,
+        mode: u32,
+        staged: &Path,
+        exclusive: bool,
+    ) -> io::Result<Option<(Sha256Digest, u64)>> {
+        let (tmp, backup) = self.prepare_replace(dest)?;
+        let copied = if exclusive && fs::hard_link(staged, &tmp).is_ok() {
+            let f = File::open(&tmp)?;
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+            f.sync_all()?;
+            None
+        } else {
+            Some(write_tmp(&tmp, mode, &mut File::open(staged)?)?)
+        };
+        self.finish_replace(dest, &tmp, backup.as_deref())?;
+        Ok(copied)
     }
 
     /// Points `dest` (a symlink) at `target`, atomically, backing up what was there.
@@ -374,6 +378,32 @@ impl Transaction {
         }
         report
     }
+}
+
+/// Writes a new temp file with `content` and `mode`, fsynced.
+fn write_tmp(tmp: &Path, mode: u32, content: &mut dyn Read) -> io::Result<(Sha256Digest, u64)> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match content.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.sync_all()?;
+    Ok((Sha256Digest::from_bytes(hasher.finalize().into()), size))
 }
 
 fn copy_preserving(from: &Path, to: &Path) -> io::Result<()> {

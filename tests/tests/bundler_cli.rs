@@ -187,6 +187,15 @@ fn build_resumes_broken_transfer_uses_mirror_and_verifies() {
     assert_cache_holds_only_verified(&f.path("cache"));
 
     let bundle = f.path("out/worker.tar.zst");
+    use std::os::unix::fs::PermissionsExt;
+    for p in [bundle.clone(), f.path("out/worker.tar.zst.minisig")] {
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644,
+            "{}",
+            p.display()
+        );
+    }
     f.verify(&bundle, &f.keys.public)
         .code(0)
         .stdout_has("OK")
