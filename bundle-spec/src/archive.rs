@@ -51,3 +51,21 @@ impl ArchiveKind {
 pub fn is_deb(head: &[u8]) -> bool {
     head.starts_with(b"!<arch>\ndebian-binary")
 }
+
+/// A short description of a tar entry type, for messages (`"hard link"`).
+pub fn describe_entry_type(t: tar::EntryType) -> &'static str {
+    use tar::EntryType as T;
+    match t {
+        T::Regular | T::Continuous => "regular file",
+        T::Link => "hard link",
+        T::Symlink => "symbolic link",
+        T::Char => "character device",
+        T::Block => "block device",
+        T::Directory => "directory",
+        T::Fifo => "FIFO",
+        T::GNULongName | T::GNULongLink => "GNU long-name extension",
+        T::XHeader | T::XGlobalHeader => "PAX extended header",
+        T::GNUSparse => "GNU sparse file",
+        _ => "unknown entry type",
+    }
+}

@@ -1,7 +1,7 @@
 //! SHA-256 digests: parsing, display, and a hashing reader/writer pair.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -106,46 +106,6 @@ impl fmt::Display for Sha256Digest {
 impl fmt::Debug for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Sha256Digest({self})")
-    }
-}
-
-/// A writer that hashes everything written through it.
-#[derive(Debug)]
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-
-    /// Returns the inner writer, the digest and the byte count.
-    pub fn finish(self) -> (W, Sha256Digest, u64) {
-        (
-            self.inner,
-            Sha256Digest(self.hasher.finalize().into()),
-            self.written,
-        )
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

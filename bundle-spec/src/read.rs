@@ -240,7 +240,7 @@ fn expect_header(
         return Err(ReadError::EntryType {
             index,
             name,
-            kind: tarfmt::describe_type(kind),
+            kind: crate::archive::describe_entry_type(kind),
         });
     }
     if name != expected {

@@ -92,21 +92,3 @@ pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> 
     }
     Ok(n)
 }
-
-/// A short description of an entry type, for messages.
-pub(crate) fn describe_type(t: tar::EntryType) -> &'static str {
-    use tar::EntryType as T;
-    match t {
-        T::Regular | T::Continuous => "regular file",
-        T::Link => "hard link",
-        T::Symlink => "symbolic link",
-        T::Char => "character device",
-        T::Block => "block device",
-        T::Directory => "directory",
-        T::Fifo => "FIFO",
-        T::GNULongName | T::GNULongLink => "GNU long-name extension",
-        T::XHeader | T::XGlobalHeader => "PAX extended header",
-        T::GNUSparse => "GNU sparse file",
-        _ => "unknown entry type",
-    }
-}

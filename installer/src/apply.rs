@@ -37,7 +37,9 @@ pub trait Log {
     fn did(&self, line: &str);
 }
 
-fn run(argv: &[String], chroot: Option<&Path>) -> Result<(), String> {
+/// The command for `argv`, run through `chroot ROOT` when given a root, with
+/// a standard PATH and no terminal.
+pub fn command(argv: &[String], chroot: Option<&Path>) -> Command {
     let mut cmd = match chroot {
         Some(root) => {
             let mut c = Command::new("chroot");
@@ -50,6 +52,14 @@ fn run(argv: &[String], chroot: Option<&Path>) -> Result<(), String> {
             c
         }
     };
+    cmd.env("PATH", RUN_PATH)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(argv: &[String], chroot: Option<&Path>) -> Result<(), String> {
+    let mut cmd = command(argv, chroot);
     let shown = format!(
         "{}{}",
         chroot
@@ -58,9 +68,6 @@ fn run(argv: &[String], chroot: Option<&Path>) -> Result<(), String> {
         argv.join(" ")
     );
     let out = cmd
-        .env("PATH", RUN_PATH)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
     if out.status.success() {
@@ -81,11 +88,7 @@ fn dpkg(root: &Root, args: &[String]) -> Result<String, String> {
         argv.push(format!("--root={}", root.path().display()));
     }
     argv.extend_from_slice(args);
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("PATH", RUN_PATH)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
+    let out = command(&argv, None)
         .output()
         .map_err(|e| format!("cannot run dpkg: {e}"))?;
     let text = format!(

@@ -397,7 +397,11 @@ pub fn for_each_file_with_limits(
         }
         let etype = entry.header().entry_type();
         if !(etype.is_file() || etype == tar::EntryType::Continuous) {
-            return Err(changed(format!("it is now a {}", describe_type(etype))).into());
+            return Err(changed(format!(
+                "it is now a {}",
+                bundle_spec::archive::describe_entry_type(etype)
+            ))
+            .into());
         }
         let now_mode = entry.header().mode().map(|m| m & 0o7777).ok();
         if now_mode != Some(mode) {
@@ -678,7 +682,7 @@ fn member_kind<R: Read>(
                 stored,
                 format!(
                     "it is a {}; only regular files, directories and symbolic links are extracted",
-                    describe_type(etype)
+                    bundle_spec::archive::describe_entry_type(etype)
                 ),
             )
             .into()),
@@ -689,7 +693,7 @@ fn member_kind<R: Read>(
                     "it has unsupported entry type {:?} ({}); only regular files, directories and \
                      symbolic links are extracted",
                     char::from(other.as_byte()),
-                    describe_type(other)
+                    bundle_spec::archive::describe_entry_type(other)
                 ),
             )
             .into()),
@@ -836,24 +840,6 @@ fn resolve_symlink(
         }
     }
     Ok(())
-}
-
-/// What a tar entry type is, for messages.
-fn describe_type(t: tar::EntryType) -> &'static str {
-    use tar::EntryType as T;
-    match t {
-        T::Regular | T::Continuous => "regular file",
-        T::Link => "hard link",
-        T::Symlink => "symbolic link",
-        T::Char => "character device",
-        T::Block => "block device",
-        T::Directory => "directory",
-        T::Fifo => "FIFO",
-        T::GNULongName | T::GNULongLink => "GNU long-name extension",
-        T::XHeader | T::XGlobalHeader => "PAX extended header",
-        T::GNUSparse => "GNU sparse file",
-        _ => "unknown entry type",
-    }
 }
 
 /// Whether [`walk`] goes on after an entry.

@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use bundle_spec::Sha256Digest;
 use bundle_spec::names::{ArtifactName, TargetPath};
@@ -345,19 +345,7 @@ fn link_change(host: &Path, to: &str) -> io::Result<Change> {
 
 /// Whether `argv` exits 0 (used for `unless` and systemctl queries).
 fn succeeds(argv: &[String], chroot: Option<&Path>) -> bool {
-    let mut cmd = match chroot {
-        Some(root) => {
-            let mut c = Command::new("chroot");
-            c.arg(root).args(argv);
-            c
-        }
-        None => {
-            let mut c = Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-    };
-    cmd.stdin(Stdio::null())
+    crate::apply::command(argv, chroot)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
