@@ -33,8 +33,35 @@ test: build static
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
 
+# The Kubernetes worker node end to end on a real Debian root (root, debootstrap and
+# deb.debian.org needed; the root is cached in target/e2e/). Also part of `make test`.
+e2e: build static
+	$(CARGO) test -p bundle-tests --test worker_e2e -- --nocapture
+
 demo: build static
 	bash scripts/demo.sh
+
+# Benchmark vs plain tar+zstd (release builds; never part of `make test`).
+# Prints the table and writes target/bench.json. BENCH_ARGS: e.g. --size 256M,
+# --reps 3, --only build,verify, --scale (0.25-2 GiB; target/bench-scale.json).
+bench: static
+	$(CARGO) build --release -p bundler -p install-bundle -p bundle-bench
+	target/release/bench $(BENCH_ARGS)
+
+# Fuzz the bundle reader and the spec/manifest parsers for FUZZ_SECONDS each
+# (needs cargo-fuzz and a nightly toolchain). Seeds: fuzz/corpus/TARGET;
+# what the fuzzer adds goes to fuzz/target/corpus/TARGET, crashes to
+# fuzz/artifacts/TARGET (turn each into a test in tests/tests/hostile_fuzz_regressions.rs).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= bundle_reader bundle_tar spec_parser
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "fuzz: needs cargo-fuzz (cargo install cargo-fuzz) and a nightly toolchain"; exit 1; }
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$t || exit 1; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(CARGO) +nightly fuzz run --fuzz-dir fuzz $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || exit 1; \
+	done
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -67,6 +67,9 @@ pub enum BuildError {
         /// The expiry.
         expires: Timestamp,
     },
+    /// The spec's `apt` lock is missing, stale or invalid.
+    #[error("{0}")]
+    Lock(Box<crate::lock::LockError>),
     /// Bad option.
     #[error("{0}")]
     Options(String),
@@ -249,6 +252,9 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
             names: unpinned,
         });
     }
+    // The lock of the `apt` section: its artifacts join, its debs step goes first.
+    let spec =
+        crate::lock::merge_lock(spec, &opts.spec).map_err(|e| BuildError::Lock(Box::new(e)))?;
     if let Some(expires) = spec.expires
         && expires <= Timestamp::now()
     {

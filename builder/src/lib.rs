@@ -3,5 +3,6 @@ pub mod build;
 pub mod cache;
 pub mod fetch;
 pub mod keys;
+pub mod lock;
 pub mod pin;
 pub mod progress;

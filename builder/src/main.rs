@@ -74,6 +74,19 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Resolve the spec's `apt` packages with their dependencies into SPEC.lock.json.
+    Lock {
+        /// The spec (JSON) with an `apt` section; the lock is written beside it.
+        spec: PathBuf,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        /// Print the lock's packages as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Create a signing key pair: OUT.pub and OUT.key.
     Keygen {
         /// Path prefix of the two files, e.g. keys/release.
@@ -230,6 +243,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     f.sha256,
                     f.size,
                     f.source
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lock {
+            spec,
+            fetch,
+            json,
+            quiet,
+        } => {
+            let progress = Progress::new(Display::detect(quiet || json));
+            let result =
+                bundler::lock::lock(&spec, fetch.cache.as_deref(), &fetch.options(), &progress);
+            progress.finish();
+            let locked = result?;
+            let l = &locked.lock;
+            let bytes: u64 = l.artifacts.values().filter_map(|a| a.size).sum();
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "lock": locked.path, "packages": l.packages, "bytes": bytes,
+                        "in_baseline": locked.in_baseline, "upgrades": locked.upgrades,
+                    }))?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!(
+                "locked {} package(s) ({}) from {} package(s) in {} signed source(s) into {}",
+                l.packages.len(),
+                HumanBytes(bytes),
+                locked.index_packages,
+                l.sources.len(),
+                locked.path.display()
+            );
+            let width = l
+                .packages
+                .iter()
+                .map(|p| p.package.len() + p.version.len() + 1)
+                .max()
+                .unwrap_or(0);
+            for p in &l.packages {
+                outln!(
+                    "  {:<width$}  {}",
+                    format!("{} {}", p.package, p.version),
+                    if p.required_by == "requested" {
+                        "requested".to_owned()
+                    } else {
+                        format!("for {}", p.required_by)
+                    }
+                );
+            }
+            if !locked.in_baseline.is_empty() {
+                outln!(
+                    "already in baseline {} (left out): {}",
+                    l.baseline.as_deref().unwrap_or("-"),
+                    locked.in_baseline.join(", ")
+                );
+            }
+            if !locked.upgrades.is_empty() {
+                outln!(
+                    "upgrades packages of the baseline: {}",
+                    locked.upgrades.join(", ")
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -41,6 +41,49 @@ pub struct Spec {
     /// What the installer does, in order.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// Debian packages by name, resolved with their dependencies into pinned
+    /// `.deb` artifacts by `bundler lock` (never copied into a manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apt: Option<AptSection>,
+}
+
+/// The `apt` section of a spec: which packages to take from which signed
+/// Debian repositories. `bundler lock` resolves `packages` and their
+/// `Depends`/`Pre-Depends` closure, minus what `baseline` already has, into
+/// pinned artifacts and a `debs` step written to `SPEC.lock.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptSection {
+    /// Repositories, searched together (the highest version wins).
+    pub sources: Vec<AptSource>,
+    /// Debian architecture of the packages; must equal the target's (the
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Arch>,
+    /// Package names (`socat`), installed with their dependencies.
+    pub packages: Vec<String>,
+    /// What the target already has: a built-in name (`debian-12-minbase`)
+    /// or, when it holds a `/`, a dpkg status file of the target image
+    /// (relative to the spec's directory). Without it nothing is assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+}
+
+/// One signed Debian repository of an [`AptSection`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptSource {
+    /// The archive root (`http://deb.debian.org/debian`), holding `dists/`
+    /// and `pool/`.
+    pub url: String,
+    /// The suite or codename (`bookworm`, `bookworm-updates`).
+    pub suite: String,
+    /// Components (`main`).
+    pub components: Vec<String>,
+    /// OpenPGP keyring (binary `.gpg` or armored `.asc`) the suite's
+    /// `InRelease`/`Release.gpg` must be signed by, relative to the spec's
+    /// directory.
+    pub keyring: String,
 }
 
 /// A bundle serial: an integer from 1 to 2^53 (exact in every JSON reader).

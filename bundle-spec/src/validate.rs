@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::format::{ARTIFACT_PREFIX, FORMAT, SPEC_API_VERSION};
 use crate::limits::Limits;
 use crate::names::{ArtifactName, TargetPath, VarName};
-use crate::spec::{ArtifactSource, Manifest, Spec, Step, Variable};
+use crate::spec::{AptSection, ArtifactSource, Manifest, Spec, Step, Variable};
 use crate::template;
 
 /// One problem, at one JSON path.
@@ -230,6 +230,7 @@ const SPEC_FIELDS: &[&str] = &[
     "variables",
     "artifacts",
     "steps",
+    "apt",
 ];
 
 /// Parses and validates a spec, reporting every problem found.
@@ -259,6 +260,10 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
     let artifacts =
         de_map::<ArtifactName, ArtifactSource>(&mut c, "artifacts", f.remove("artifacts"));
     let steps = de_steps(&mut c, f.remove("steps"));
+    let apt = match f.remove("apt") {
+        None | Some(Value::Null) => Some(None),
+        Some(v) => c.de::<AptSection>("apt", v).map(Some),
+    };
 
     let (
         Some(api_version),
@@ -270,6 +275,7 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
         Some(variables),
         Some(artifacts),
         Some(steps),
+        Some(apt),
     ) = (
         api_version,
         name,
@@ -280,6 +286,7 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
         variables,
         artifacts,
         steps,
+        apt,
     )
     else {
         return Err(ValidationErrors(c.0));
@@ -294,6 +301,7 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
         variables,
         artifacts,
         steps,
+        apt,
     };
     validate_spec_into(&spec, limits, &mut c);
     c.finish(spec)
@@ -337,8 +345,138 @@ fn validate_spec_into(spec: &Spec, limits: &Limits, c: &mut Collector) {
             );
         }
     }
+    if let Some(apt) = &spec.apt {
+        validate_apt(c, apt, spec.target.arch);
+    }
     let names: BTreeSet<&ArtifactName> = spec.artifacts.keys().collect();
     validate_common(c, &spec.variables, &names, &spec.steps, limits);
+}
+
+/// Whether `name` is a Debian package name as policy §5.6.1 spells them:
+/// lowercase letters, digits, `+`, `-` and `.`, at least two characters,
+/// starting with a letter or digit.
+pub fn is_debian_package_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && b.len() <= 128
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|&ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || b"+-.".contains(&ch))
+}
+
+/// Whether `s` is a suite, component or built-in baseline name: ASCII
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit, at
+/// most 64 characters.
+fn is_apt_word(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&ch| ch.is_ascii_alphanumeric() || b"._-".contains(&ch))
+}
+
+fn validate_apt(c: &mut Collector, apt: &AptSection, target_arch: crate::spec::Arch) {
+    if apt.sources.is_empty() {
+        c.push("apt.sources", "must list at least one repository");
+    }
+    for (i, s) in apt.sources.iter().enumerate() {
+        let p = format!("apt.sources[{i}]");
+        let rest = s
+            .url
+            .strip_prefix("https://")
+            .or_else(|| s.url.strip_prefix("http://"));
+        if rest.is_none_or(str::is_empty) {
+            c.push(format!("{p}.url"), "expected an https:// or http:// URL");
+        } else if s
+            .url
+            .chars()
+            .any(|ch| ch.is_control() || ch.is_whitespace())
+        {
+            c.push(
+                format!("{p}.url"),
+                "must not contain white space or control characters",
+            );
+        } else if s.url.len() > 4096 {
+            c.push(format!("{p}.url"), "longer than 4096 characters");
+        }
+        if !is_apt_word(&s.suite) {
+            c.push(
+                format!("{p}.suite"),
+                format!(
+                    "invalid suite {:?}: expected letters, digits, `.`, `_` and `-`",
+                    s.suite
+                ),
+            );
+        }
+        if s.components.is_empty() {
+            c.push(
+                format!("{p}.components"),
+                "must list at least one component",
+            );
+        }
+        for (j, comp) in s.components.iter().enumerate() {
+            if !is_apt_word(comp) {
+                c.push(
+                    format!("{p}.components[{j}]"),
+                    format!(
+                        "invalid component {comp:?}: expected letters, digits, `.`, `_` and `-`"
+                    ),
+                );
+            }
+        }
+        if s.keyring.is_empty() || s.keyring.chars().any(char::is_control) {
+            c.push(
+                format!("{p}.keyring"),
+                "must name a keyring file (no control characters)",
+            );
+        }
+    }
+    if let Some(arch) = apt.arch
+        && arch != target_arch
+    {
+        c.push(
+            "apt.arch",
+            format!(
+                "{} differs from target.arch {}; packages must be for the target",
+                arch.as_str(),
+                target_arch.as_str()
+            ),
+        );
+    }
+    if apt.packages.is_empty() {
+        c.push("apt.packages", "must list at least one package");
+    }
+    let mut seen = BTreeSet::new();
+    for (i, name) in apt.packages.iter().enumerate() {
+        if !is_debian_package_name(name) {
+            c.push(
+                format!("apt.packages[{i}]"),
+                format!(
+                    "invalid package name {:?}: expected lowercase letters, digits, `+`, `-` and `.`",
+                    name.chars().take(64).collect::<String>()
+                ),
+            );
+        } else if !seen.insert(name.as_str()) {
+            c.push(
+                format!("apt.packages[{i}]"),
+                format!("{name} is listed twice"),
+            );
+        }
+    }
+    if let Some(b) = &apt.baseline {
+        let ok = if b.contains('/') {
+            !b.chars().any(char::is_control)
+        } else {
+            is_apt_word(b)
+        };
+        if !ok {
+            c.push(
+                "apt.baseline",
+                "expected a built-in baseline name (debian-12-minbase) or a path to a dpkg status file containing a /",
+            );
+        }
+    }
 }
 
 fn check_url(c: &mut Collector, path: &str, url: &str) {
@@ -546,11 +684,78 @@ pub fn compile_include(globs: &[String]) -> Result<globset::GlobSet, String> {
     set.build().map_err(|e| format!("not a valid glob: {e}"))
 }
 
+/// Refuses a JSON document in which an object holds the same key twice,
+/// returning the JSON path of the object and the key. serde_json keeps the
+/// last of duplicate map keys without a word, while another reader of the
+/// same signed bytes (jq, a person) may take the first: a signed manifest
+/// must mean one thing. The nesting depth is bounded by [`check_depth`] first.
+fn check_duplicate_keys(bytes: &[u8]) -> Result<(), (String, String)> {
+    use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+    struct Unique;
+    impl<'de> Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut seen = BTreeSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom(format!("duplicate key {key:?}")));
+                }
+                map.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, Unique>(&mut de) {
+        Ok(Unique) => Ok(()),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            Err((path, e.into_inner().to_string()))
+        }
+    }
+}
+
 /// Parses and validates a manifest (`BUNDLE.json`).
 pub fn parse_manifest(bytes: &[u8], limits: &Limits) -> Result<Manifest, ValidationErrors> {
     let mut c = Collector::default();
     if let Err(e) = check_depth(bytes, limits.max_json_depth) {
         c.push("", e);
+        return Err(ValidationErrors(c.0));
+    }
+    if let Err((path, e)) = check_duplicate_keys(bytes) {
+        c.push(path, e);
         return Err(ValidationErrors(c.0));
     }
     let manifest: Manifest =
@@ -786,6 +991,45 @@ mod tests {
         assert!(set.is_match("bin/containerd"));
         assert!(!set.is_match("bin/x/y"));
         assert!(compile_include(&["[".into()]).is_err());
+    }
+
+    #[test]
+    fn apt_section_problems_name_their_paths() {
+        let with =
+            |apt: &str| GOOD.replacen("\"steps\": [", &format!("\"apt\": {apt},\n\"steps\": ["), 1);
+        let good = r#"{ "sources": [ { "url": "http://deb.debian.org/debian", "suite": "bookworm",
+            "components": ["main"], "keyring": "keys/debian.gpg" } ],
+            "packages": ["socat", "conntrack", "ipset"], "baseline": "debian-12-minbase" }"#;
+        let spec = parse_spec(with(good).as_bytes(), &Limits::default()).unwrap();
+        let apt = spec.apt.unwrap();
+        assert_eq!(apt.packages, ["socat", "conntrack", "ipset"]);
+        assert_eq!(apt.arch, None);
+        let bad = r#"{ "sources": [ { "url": "ftp://x/debian", "suite": "book worm",
+            "components": [], "keyring": "" } ], "arch": "arm64",
+            "packages": ["socat", "Socat", "socat"], "baseline": "no such" }"#;
+        let joined = errors(&with(bad)).join("\n");
+        for want in [
+            "apt.sources[0].url: expected an https:// or http:// URL",
+            "apt.sources[0].suite: invalid suite \"book worm\"",
+            "apt.sources[0].components: must list at least one component",
+            "apt.sources[0].keyring: must name a keyring file",
+            "apt.arch: arm64 differs from target.arch amd64",
+            "apt.packages[1]: invalid package name \"Socat\"",
+            "apt.packages[2]: socat is listed twice",
+            "apt.baseline: expected a built-in baseline name",
+        ] {
+            assert!(joined.contains(want), "{want}\n{joined}");
+        }
+        let joined = errors(&with(
+            r#"{ "sources": [], "packages": [], "recommends": true }"#,
+        ))
+        .join("\n");
+        assert!(joined.contains("apt.recommends: unknown field"), "{joined}");
+        assert!(
+            is_debian_package_name("libstdc++6")
+                && !is_debian_package_name("a")
+                && !is_debian_package_name("-x")
+        );
     }
 
     #[test]

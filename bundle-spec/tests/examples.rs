@@ -59,6 +59,8 @@ fn example_files() -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        // `bundler lock` output (SPEC.lock.json) is not a spec.
+        .filter(|p| !p.to_string_lossy().ends_with(".lock.json"))
         .collect();
     files.sort();
     let demo = manifest_dir().join("../examples/demo/spec.json");
@@ -197,6 +199,15 @@ fn base() -> Value {
         "steps": [
             { "kind": "binary", "artifact": "runc", "dest": "/usr/local/bin/runc", "mode": "0755" }
         ]
+    })
+}
+
+/// A valid `apt` section.
+fn apt() -> Value {
+    json!({
+        "sources": [ { "url": "http://deb.debian.org/debian", "suite": "bookworm", "components": ["main"],
+                       "keyring": "keys/debian-archive-bookworm.gpg" } ],
+        "packages": ["socat", "conntrack", "ipset"]
     })
 }
 
@@ -457,6 +468,86 @@ fn invalid_specs_are_rejected_by_both() {
         ("argv as a string", |v| {
             push_step(v, json!({ "kind": "command", "argv": "sysctl --system" }));
         }),
+        ("apt without sources", |v| {
+            v["apt"] = json!({ "packages": ["socat"] });
+        }),
+        ("apt with no sources", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"] = json!([]);
+        }),
+        ("apt with no packages", |v| {
+            v["apt"] = apt();
+            v["apt"]["packages"] = json!([]);
+        }),
+        ("apt package listed twice", |v| {
+            v["apt"] = apt();
+            v["apt"]["packages"] = json!(["socat", "socat"]);
+        }),
+        ("apt package name with uppercase", |v| {
+            v["apt"] = apt();
+            v["apt"]["packages"] = json!(["Socat"]);
+        }),
+        ("apt package name of one character", |v| {
+            v["apt"] = apt();
+            v["apt"]["packages"] = json!(["s"]);
+        }),
+        ("apt package with a version", |v| {
+            v["apt"] = apt();
+            v["apt"]["packages"] = json!(["socat (= 1.7.4.4-2)"]);
+        }),
+        ("apt unknown field", |v| {
+            v["apt"] = apt();
+            v["apt"]["recommends"] = json!(true);
+        }),
+        ("apt source unknown field", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["trusted"] = json!(true);
+        }),
+        ("apt source without keyring", |v| {
+            v["apt"] = apt();
+            obj(&mut v["apt"]["sources"][0]).remove("keyring");
+        }),
+        ("apt source with an empty keyring", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["keyring"] = json!("");
+        }),
+        ("apt source file: url", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["url"] = json!("file:/srv/debian");
+        }),
+        ("apt source url with a space", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["url"] = json!("http://deb.debian.org/de bian");
+        }),
+        ("apt source bare http://", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["url"] = json!("http://");
+        }),
+        ("apt suite with /", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["suite"] = json!("bookworm/updates");
+        }),
+        ("apt no components", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["components"] = json!([]);
+        }),
+        ("apt component with a space", |v| {
+            v["apt"] = apt();
+            v["apt"]["sources"][0]["components"] = json!(["non free"]);
+        }),
+        ("apt bad arch", |v| {
+            v["apt"] = apt();
+            v["apt"]["arch"] = json!("x86_64");
+        }),
+        ("apt baseline empty", |v| {
+            v["apt"] = apt();
+            v["apt"]["baseline"] = json!("");
+        }),
+        ("apt baseline name with a space", |v| {
+            v["apt"] = apt();
+            v["apt"]["baseline"] = json!("debian 12");
+        }),
+        ("apt as an array", |v| v["apt"] = json!([])),
     ];
     assert!(cases.len() >= 12);
 
@@ -552,6 +643,29 @@ fn edge_cases_are_accepted_by_both() {
             ] {
                 push_step(v, s);
             }
+        }),
+        ("apt section", |v| v["apt"] = apt()),
+        ("apt section null", |v| v["apt"] = Value::Null),
+        ("apt with every field", |v| {
+            v["apt"] = apt();
+            v["apt"]["arch"] = json!("amd64");
+            v["apt"]["baseline"] = json!("debian-12-minbase");
+            v["apt"]["packages"] = json!(["socat", "libstdc++6", "g++-12", "0ad"]);
+            v["apt"]["sources"] = json!([
+                { "url": "https://deb.debian.org/debian/", "suite": "bookworm-updates",
+                  "components": ["main", "non-free-firmware"], "keyring": "/usr/share/keyrings/debian-archive-keyring.gpg" },
+                { "url": "http://security.debian.org/debian-security", "suite": "bookworm-security",
+                  "components": ["main"], "keyring": "keys/debian-archive-bookworm.asc" }
+            ]);
+        }),
+        ("apt arch and baseline null", |v| {
+            v["apt"] = apt();
+            v["apt"]["arch"] = Value::Null;
+            v["apt"]["baseline"] = Value::Null;
+        }),
+        ("apt baseline as a status file path", |v| {
+            v["apt"] = apt();
+            v["apt"]["baseline"] = json!("./images/worker/var/lib/dpkg/status");
         }),
         ("extract with include null and strip_components 64", |v| {
             step0(v)["kind"] = json!("extract");
@@ -697,6 +811,10 @@ fn documented_differences_between_schema_and_rust_validator() {
             step0(v)["include"] = json!(["["]);
         }),
         ("serial written as 1.0", |v| v["serial"] = json!(1.0)),
+        ("apt.arch differs from target.arch", |v| {
+            v["apt"] = apt();
+            v["apt"]["arch"] = json!("arm64");
+        }),
         ("version of 65 two-byte characters (130 bytes)", |v| {
             v["version"] = json!("é".repeat(65));
         }),
@@ -729,4 +847,210 @@ fn documented_differences_between_schema_and_rust_validator() {
         "documented differences that no longer hold:\n{}",
         failures.join("\n")
     );
+}
+
+/// `containerd.service` exactly as the seed procedure (the manual worker
+/// bootstrap these examples replace) writes it with `cat <<EOF | tee`.
+const SEED_CONTAINERD_UNIT: &str = "[Unit]\nDescription=containerd container runtime\nDocumentation=https://containerd.io\nAfter=network.target\n\n[Service]\nExecStartPre=/sbin/modprobe overlay\nExecStart=/bin/containerd\nRestart=always\nRestartSec=5\nDelegate=yes\nKillMode=process\nOOMScoreAdjust=-999\nLimitNOFILE=1048576\nLimitNPROC=infinity\nLimitCORE=infinity\n\n[Install]\nWantedBy=multi-user.target\n";
+
+/// `/etc/containerd/config.toml` exactly as the seed writes it (containerd 1.4).
+const SEED_CONTAINERD_CONFIG: &str = "[plugins]\n  [plugins.cri.containerd]\n    snapshotter = \"overlayfs\"\n    [plugins.cri.containerd.default_runtime]\n      runtime_type = \"io.containerd.runtime.v1.linux\"\n      runtime_engine = \"/usr/local/bin/runc\"\n      runtime_root = \"\"\n";
+
+/// The directories the seed creates.
+const SEED_DIRECTORIES: &[&str] = &[
+    "/var/lib/kubelet",
+    "/var/lib/kube-proxy",
+    "/etc/cni/net.d",
+    "/opt/cni/bin",
+    "/var/lib/kubernetes",
+    "/var/run/kubernetes",
+];
+
+fn step_with<'a>(steps: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    steps
+        .iter()
+        .find(|s| pred(s))
+        .unwrap_or_else(|| panic!("no step {what}"))
+}
+
+#[test]
+fn k8s_worker_examples_do_what_the_seed_does_and_are_pinned() {
+    for (file, version_tag, unpinned) in [
+        ("k8s-worker.json", "v1.30", &[][..]),
+        ("k8s-worker-v1.21.json", "v1.21", &["kube-proxy"][..]),
+    ] {
+        let path = manifest_dir().join("examples").join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        let spec = parse_spec(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let v = read_json(&path);
+
+        // OS packages by name, from the signed Debian archive, minus minbase.
+        let apt = spec
+            .apt
+            .as_ref()
+            .unwrap_or_else(|| panic!("{file}: no apt"));
+        assert_eq!(apt.packages, ["socat", "conntrack", "ipset"], "{file}");
+        assert_eq!(apt.baseline.as_deref(), Some("debian-12-minbase"), "{file}");
+        for s in &apt.sources {
+            let keyring = path.parent().unwrap().join(&s.keyring);
+            assert!(
+                std::fs::metadata(&keyring).is_ok_and(|m| m.len() > 0),
+                "{file}: keyring {} missing",
+                keyring.display()
+            );
+        }
+
+        // Every artifact pinned to a real upstream URL, but kube-proxy v1.21
+        // (no published sha256: `bundler pin` on a connected machine).
+        let names: Vec<&str> = spec.artifacts.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cni-plugins",
+                "containerd",
+                "crictl",
+                "kube-proxy",
+                "kubectl",
+                "kubelet",
+                "runc"
+            ],
+            "{file}"
+        );
+        for (name, a) in &spec.artifacts {
+            assert!(a.url.starts_with("https://"), "{file}: {name}: {}", a.url);
+            assert!(
+                !name.as_str().starts_with("kube") || a.url.contains(&format!("/{version_tag}.")),
+                "{file}: {name}: {}",
+                a.url
+            );
+            assert_eq!(
+                a.sha256.is_none(),
+                unpinned.contains(&name.as_str()),
+                "{file}: artifact {name} pinned: {:?}",
+                a.sha256
+            );
+        }
+
+        let steps = v["steps"].as_array().unwrap();
+        step_with(steps, "swap-off", |s| s["kind"] == "swap-off");
+        for (artifact, dest) in [
+            ("runc", "/usr/local/bin/runc"),
+            ("kubectl", "/usr/local/bin/kubectl"),
+            ("kube-proxy", "/usr/local/bin/kube-proxy"),
+            ("kubelet", "/usr/local/bin/kubelet"),
+        ] {
+            let s = step_with(steps, artifact, |s| s["artifact"] == artifact);
+            assert_eq!(
+                (&s["kind"], &s["dest"], &s["mode"]),
+                (&json!("binary"), &json!(dest), &json!("0755")),
+                "{file}"
+            );
+        }
+        let crictl = step_with(steps, "crictl", |s| s["artifact"] == "crictl");
+        assert_eq!(
+            (&crictl["kind"], &crictl["dest"]),
+            (&json!("extract"), &json!("/usr/local/bin"))
+        );
+        let containerd = step_with(steps, "containerd", |s| s["artifact"] == "containerd");
+        assert_eq!(
+            (
+                &containerd["dest"],
+                &containerd["include"],
+                &containerd["strip_components"]
+            ),
+            (&json!("/bin"), &json!(["bin/*"]), &json!(1)),
+            "{file}: containerd bin/* -> /bin"
+        );
+        let cni = step_with(steps, "cni-plugins", |s| s["artifact"] == "cni-plugins");
+        assert_eq!(
+            (&cni["kind"], &cni["dest"]),
+            (&json!("extract"), &json!("/opt/cni/bin"))
+        );
+        let dirs: Vec<&Value> = steps
+            .iter()
+            .filter(|s| s["kind"] == "directory")
+            .flat_map(|s| s["paths"].as_array().unwrap())
+            .collect();
+        for d in SEED_DIRECTORIES.iter().chain(&["/etc/containerd"]) {
+            assert!(dirs.contains(&&json!(d)), "{file}: directory {d} missing");
+        }
+
+        let unit = step_with(steps, "containerd.service", |s| {
+            s["name"] == "containerd.service"
+        });
+        assert_eq!(
+            unit["content"], SEED_CONTAINERD_UNIT,
+            "{file}: containerd.service differs from the seed's"
+        );
+        let config = step_with(steps, "config.toml", |s| {
+            s["dest"] == "/etc/containerd/config.toml"
+        });
+        if version_tag == "v1.21" {
+            assert_eq!(
+                config["content"], SEED_CONTAINERD_CONFIG,
+                "{file}: config.toml differs from the seed's"
+            );
+        } else {
+            // containerd 1.7 wants a version 2 config and the runc v2 shim.
+            let c = config["content"].as_str().unwrap();
+            for want in [
+                "version = 2\n",
+                "snapshotter = \"overlayfs\"",
+                "runtime_type = \"io.containerd.runc.v2\"",
+                "BinaryName = \"/usr/local/bin/runc\"",
+            ] {
+                assert!(c.contains(want), "{file}: config.toml lacks {want:?}");
+            }
+        }
+
+        // POD_CIDR: required, a CIDR, used by the CNI bridge and the kubelet.
+        let pod = &spec.variables[&"POD_CIDR".parse().unwrap()];
+        assert!(pod.required && pod.default.is_none(), "{file}");
+        let re = bundle_spec::validate::compile_pattern(pod.pattern.as_deref().unwrap()).unwrap();
+        for ok in ["172.16.1.0/24", "10.200.0.0/16", "0.0.0.0/0"] {
+            assert!(re.is_match(ok), "{file}: POD_CIDR refuses {ok}");
+        }
+        for bad in [
+            "172.16.1.0",
+            "172.16.1.0/33",
+            "256.16.1.0/24",
+            "172.16.1/24",
+            "x",
+        ] {
+            assert!(!re.is_match(bad), "{file}: POD_CIDR accepts {bad}");
+        }
+        for (dest, needle) in [
+            (
+                "/etc/cni/net.d/10-bridge.conf",
+                "\"subnet\": \"${POD_CIDR}\"",
+            ),
+            ("/etc/cni/net.d/99-loopback.conf", "\"type\": \"loopback\""),
+            (
+                "/var/lib/kubelet/kubelet-config.yaml",
+                "podCIDR: \"${POD_CIDR}\"",
+            ),
+            (
+                "/var/lib/kube-proxy/kube-proxy-config.yaml",
+                "clusterCIDR: \"${CLUSTER_CIDR}\"",
+            ),
+        ] {
+            let s = step_with(steps, dest, |s| s["dest"] == dest);
+            assert!(
+                s["content"].as_str().unwrap().contains(needle),
+                "{file}: {dest} lacks {needle}"
+            );
+        }
+        for name in [
+            "containerd.service",
+            "kubelet.service",
+            "kube-proxy.service",
+        ] {
+            let s = step_with(steps, name, |s| s["name"] == name);
+            assert_eq!(
+                (&s["enable"], &s["start"]),
+                (&json!(true), &json!(true)),
+                "{file}: {name}"
+            );
+        }
+    }
 }

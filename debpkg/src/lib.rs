@@ -9,6 +9,10 @@
 //! * [`status`] — dpkg's status database ([`Status`]).
 //! * [`check`] — the installer preflight: [`check_dependencies`] and
 //!   [`already_installed`].
+//! * [`index`] — apt repository metadata: `Release`/`InRelease` and
+//!   `Packages` indexes.
+//! * [`resolve`] — the dependency closure of requested packages over an
+//!   index, minus a baseline, in install order ([`resolve::resolve`]).
 //!
 //! The crate is pure Rust library code: it spawns no processes and needs no
 //! Debian tools on the host.
@@ -19,7 +23,9 @@
 pub mod check;
 pub mod control;
 pub mod deb;
+pub mod index;
 pub mod relation;
+pub mod resolve;
 pub mod status;
 pub mod version;
 

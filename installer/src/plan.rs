@@ -431,6 +431,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
     let mut steps = Vec::new();
     let mut changed_targets: BTreeSet<String> = BTreeSet::new();
     let mut unit_changed = false;
+    let mut planned_dirs: BTreeMap<String, u32> = BTreeMap::new();
     let mut units: Vec<(&SystemdUnitStep, bool, Vec<String>)> = Vec::new();
     let root = ctx.root;
     let host = root.is_host();
@@ -677,6 +678,21 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 });
             }
         }
+        // A directory an earlier step creates is not created twice (an
+        // extract into a directory a directory step made, for instance).
+        for op in &mut ops {
+            if let Op::Dir {
+                target,
+                change,
+                mode,
+                ..
+            } = op
+                && *change == Change::Create
+                && planned_dirs.insert(target.clone(), *mode) == Some(*mode)
+            {
+                *change = Change::Unchanged;
+            }
+        }
         for op in &ops {
             if op.changes()
                 && let Op::File { target, .. } | Op::Link { target, .. } | Op::Dir { target, .. } =
@@ -694,13 +710,26 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
     }
 
     let mut finally = Vec::new();
+    // Like sd_booted(3): without a running systemd (a chroot, an image being
+    // built) there is nothing to reload or start; enabling still works, as it
+    // only makes symlinks.
+    let booted = Path::new("/run/systemd/system").is_dir();
+    let not_booted = || {
+        Decision::Skip(
+            "systemd is not running here (chroot or image); units load when it boots".into(),
+        )
+    };
     if host && !units.is_empty() {
         if unit_changed {
             finally.push(Op::Run {
                 what: "reload systemd".into(),
                 argv: vec!["systemctl".into(), "daemon-reload".into()],
                 chroot: false,
-                decision: Decision::Run("unit files changed".into()),
+                decision: if booted {
+                    Decision::Run("unit files changed".into())
+                } else {
+                    not_booted()
+                },
             });
         }
         for (u, changed, names) in &units {
@@ -759,6 +788,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 } else {
                     ("start", Decision::Skip("running and unchanged".into()))
                 };
+                let decision = if booted { decision } else { not_booted() };
                 finally.push(Op::Run {
                     what: format!("{verb} {name}"),
                     argv: vec!["systemctl".into(), verb.into(), name.clone()],

@@ -63,31 +63,37 @@ impl StateDir {
                 None => break,
             }
         }
-        let mut created = Vec::new();
-        for m in missing.into_iter().rev() {
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&m)
-                .map_err(io_err(&m))?;
-            created.push(m);
-        }
         let mut state = Self {
             dir: dir.clone(),
-            created,
+            created: Vec::new(),
             lock: None,
         };
+        for m in missing.into_iter().rev() {
+            if let Err(e) = fs::DirBuilder::new().mode(0o755).create(&m) {
+                state.remove_created();
+                return Err(io_err(&m)(e));
+            }
+            state.created.push(m);
+        }
         let lock_path = dir.join(LOCK_FILE);
         // The lock file may be deleted by a run that leaves nothing behind
         // (see `release`), so after locking check that the path still names
         // the file we locked; if not, lock the new one.
         let lock = loop {
-            let lock = OpenOptions::new()
+            let lock = match OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
                 .open(&lock_path)
-                .map_err(io_err(&lock_path))?;
+            {
+                Ok(lock) => lock,
+                Err(e) => {
+                    // E.g. no space left: leave no trace of this run.
+                    state.remove_created();
+                    return Err(io_err(&lock_path)(e));
+                }
+            };
             match lock.try_lock() {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
@@ -95,7 +101,10 @@ impl StateDir {
                     state.created.clear();
                     return Err(StateError::Locked(lock_path));
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+                Err(fs::TryLockError::Error(e)) => {
+                    state.remove_created();
+                    return Err(io_err(&lock_path)(e));
+                }
             }
             let same = match (lock.metadata(), fs::metadata(&lock_path)) {
                 (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
@@ -107,6 +116,15 @@ impl StateDir {
         };
         state.lock = Some(lock);
         Ok(state)
+    }
+
+    /// Removes the (empty) directories `open` created, newest first.
+    fn remove_created(&mut self) {
+        for d in self.created.drain(..).rev() {
+            if fs::remove_dir(&d).is_err() {
+                break;
+            }
+        }
     }
 
     /// Unlocks. When nothing but the lock file remains in the state

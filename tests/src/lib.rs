@@ -6,6 +6,10 @@
 //!   operation changed (or did not change) a tree ([`tree::tree_hash`],
 //!   [`tree::tree_listing`], [`tree::diff_listings`]).
 //!
+//! - [`debootstrap`]: a real Debian root (`debootstrap --variant=minbase`), cached
+//!   under `target/e2e/` and copied per test.
+//! - [`aptrepo`]: signed apt repositories built from real `.deb`s, and the host's
+//!   `apt-get` (with private state) as a dependency-closure oracle.
 //! - [`cli`]: running `bundler` and `install-bundle` as subprocesses, throwaway keys.
 //! - [`kit`]: taking bundles apart and putting them back together (re-signed or
 //!   not) to build hostile bundles.
@@ -14,7 +18,9 @@
 //! [`server::Server::serve_dir`] for `make demo`.
 #![warn(missing_docs)]
 
+pub mod aptrepo;
 pub mod cli;
+pub mod debootstrap;
 pub mod fixture;
 pub mod kit;
 pub mod server;
