@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bundle_spec::Reporter;
 use bundle_spec::Sha256Digest;
@@ -89,6 +89,31 @@ pub struct FetchOptions {
     /// bytes of the body) before an attempt counts as failed. There is no
     /// limit on a transfer's total duration. Default 30 s.
     pub idle_timeout: Duration,
+    /// The slowest transfer tolerated: an attempt that receives fewer than
+    /// `min_rate.bytes_per_sec` on average over a whole `min_rate.window`
+    /// counts as failed (and is retried, resuming), so that a live but
+    /// uselessly slow trickle cannot hold a build forever. Default 1 KiB/s
+    /// over 30 s; a rate of 0 turns it off.
+    pub min_rate: MinRate,
+}
+
+/// A lower bound on a transfer's speed (curl's `--speed-limit` and
+/// `--speed-time`): see [`FetchOptions::min_rate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    /// Bytes per second, averaged over `window`; 0 means no bound.
+    pub bytes_per_sec: u64,
+    /// How long the average is taken over.
+    pub window: Duration,
+}
+
+impl Default for MinRate {
+    fn default() -> Self {
+        Self {
+            bytes_per_sec: 1024,
+            window: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for FetchOptions {
@@ -100,6 +125,7 @@ impl Default for FetchOptions {
             backoff: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            min_rate: MinRate::default(),
         }
     }
 }
@@ -429,6 +455,11 @@ enum Attempt {
 enum PumpError {
     Read(io::Error),
     TooLarge,
+    /// Fewer than `bytes` arrived during `window` ([`MinRate`]).
+    TooSlow {
+        received: u64,
+        window: Duration,
+    },
     Write(io::Error),
 }
 
@@ -718,8 +749,9 @@ impl Fetcher<'_> {
             .reset()
             .map_err(|e| Failure::Local(local(name, "truncate", &partial.path)(e)))?;
         transfer.attempt(self.reporter, 0);
-        match self.pump(&mut file, partial, transfer.id, req.size) {
+        match self.pump(&mut file, partial, transfer.id, req.size, None) {
             Ok(()) => Ok(()),
+            Err(PumpError::TooSlow { .. }) => unreachable!("no rate bound on local files"),
             Err(PumpError::Read(e)) => Err(read_error(e, true)),
             Err(PumpError::TooLarge) => Err(Failure::Source {
                 error: SourceError::TooLarge {
@@ -936,8 +968,20 @@ impl Fetcher<'_> {
                 partial.len.saturating_add(len),
             )));
         }
-        match self.pump(&mut response, partial, transfer.id, req.size) {
+        let min_rate = Some(self.opts.min_rate).filter(|r| r.bytes_per_sec > 0);
+        match self.pump(&mut response, partial, transfer.id, req.size, min_rate) {
             Ok(()) => {}
+            Err(PumpError::TooSlow { received, window }) => {
+                let min = self.opts.min_rate.bytes_per_sec;
+                return Err(Attempt::Retry {
+                    status: None,
+                    reason: format!(
+                        "too slow: {received} bytes in {}, below the minimum of {min} bytes/s (--min-rate)",
+                        human_duration(window)
+                    ),
+                    retry_after: None,
+                });
+            }
             Err(PumpError::Read(e)) => {
                 return Err(Attempt::Retry {
                     status: None,
@@ -974,16 +1018,33 @@ impl Fetcher<'_> {
     }
 
     /// Copies `reader` to the end of the partial file, hashing as it goes and
-    /// never writing past `size`.
+    /// never writing past `size`, nor slower than `min_rate`.
     fn pump(
         &self,
         reader: &mut dyn Read,
         partial: &mut Partial,
         id: usize,
         size: Option<u64>,
+        min_rate: Option<MinRate>,
     ) -> Result<(), PumpError> {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut window_start = Instant::now();
+        let mut window_bytes = 0u64;
         loop {
+            if let Some(rate) = min_rate {
+                let elapsed = window_start.elapsed();
+                if elapsed >= rate.window {
+                    let needed = u128::from(rate.bytes_per_sec) * elapsed.as_millis() / 1000;
+                    if u128::from(window_bytes) < needed {
+                        return Err(PumpError::TooSlow {
+                            received: window_bytes,
+                            window: elapsed,
+                        });
+                    }
+                    window_start = Instant::now();
+                    window_bytes = 0;
+                }
+            }
             // Within the limit, ask for one byte more than allowed: getting it
             // proves the body is too long.
             let want = match size {
@@ -1002,6 +1063,7 @@ impl Fetcher<'_> {
                 return Err(PumpError::TooLarge);
             }
             partial.append(&buf[..n]).map_err(PumpError::Write)?;
+            window_bytes += n as u64;
             self.reporter.on_progress(id, n as u64);
         }
     }

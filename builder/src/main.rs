@@ -10,7 +10,7 @@ use bundle_spec::read::{BundleReader, ReadError, inspect_unverified};
 use bundle_spec::spec::{Manifest, Step};
 use bundle_spec::{Limits, Reporter as _, Timestamp};
 use bundler::build::{BuildOptions, build};
-use bundler::fetch::FetchOptions;
+use bundler::fetch::{FetchOptions, MinRate};
 use bundler::keys::{KeygenProtection, keygen, load_secret, load_trusted};
 use bundler::pin::pin;
 use bundler::progress::{Display, Progress};
@@ -140,6 +140,13 @@ struct FetchArgs {
     /// Seconds without a byte after which a transfer is retried.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Slowest transfer tolerated, in bytes/s averaged over --min-rate-window;
+    /// a slower one is retried (resuming). 0 turns the bound off.
+    #[arg(long, default_value_t = 1024, value_name = "BYTES_PER_SEC")]
+    min_rate: u64,
+    /// Seconds over which --min-rate is averaged.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    min_rate_window: u64,
 }
 
 impl FetchArgs {
@@ -149,6 +156,10 @@ impl FetchArgs {
             offline: self.offline,
             retries: self.retries,
             idle_timeout: Duration::from_secs(self.timeout.max(1)),
+            min_rate: MinRate {
+                bytes_per_sec: self.min_rate,
+                window: Duration::from_secs(self.min_rate_window.max(1)),
+            },
             ..FetchOptions::default()
         }
     }

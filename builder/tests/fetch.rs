@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bundle_spec::{Reporter, Sha256Digest};
 use bundler::cache::Cache;
-use bundler::fetch::{FetchOptions, FetchRequest, Fetched, Source, fetch_all};
+use bundler::fetch::{FetchOptions, FetchRequest, Fetched, MinRate, Source, fetch_all};
 use url::Url;
 
 // ---------------------------------------------------------------------------
@@ -238,6 +238,7 @@ fn opts() -> FetchOptions {
         backoff: Duration::from_millis(10),
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5),
+        min_rate: MinRate::default(),
     }
 }
 

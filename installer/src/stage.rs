@@ -16,6 +16,10 @@ use crate::paths::Root;
 /// The lock file's name in the state directory.
 pub const LOCK_FILE: &str = "lock";
 
+/// How often [`StateDir::open`] starts over when a concurrent run removes
+/// the lock file or the state directory under it.
+const OPEN_ATTEMPTS: usize = 100;
+
 /// The state directory, locked for this run. Directories it had to create
 /// are removed again by [`StateDir::release`] when the run leaves nothing
 /// behind (a refused bundle leaves no trace on the root).
@@ -48,38 +52,21 @@ pub enum StateError {
 impl StateDir {
     /// Creates (if needed) and locks `ROOT/var/lib/install-bundle`. Fails at
     /// once if another installer holds the lock.
+    ///
+    /// Safe against a concurrent run: a directory another run creates first
+    /// is simply used, and when another run's [`StateDir::release`] removes
+    /// the lock file or the directory between our steps, we start over (a
+    /// bounded number of times).
     pub fn open(root: &Root) -> Result<Self, StateError> {
         let dir = root.state_dir();
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StateError::Io { path, source }
-        };
-        let mut missing = Vec::new();
-        let mut d = dir.as_path();
-        while fs::symlink_metadata(d).is_err() {
-            missing.push(d.to_owned());
-            match d.parent() {
-                Some(p) => d = p,
-                None => break,
-            }
-        }
+        let lock_path = dir.join(LOCK_FILE);
         let mut state = Self {
-            dir: dir.clone(),
+            dir,
             created: Vec::new(),
             lock: None,
         };
-        for m in missing.into_iter().rev() {
-            if let Err(e) = fs::DirBuilder::new().mode(0o755).create(&m) {
-                state.remove_created();
-                return Err(io_err(&m)(e));
-            }
-            state.created.push(m);
-        }
-        let lock_path = dir.join(LOCK_FILE);
-        // The lock file may be deleted by a run that leaves nothing behind
-        // (see `release`), so after locking check that the path still names
-        // the file we locked; if not, lock the new one.
-        let lock = loop {
+        for _ in 0..OPEN_ATTEMPTS {
+            state.create_missing()?;
             let lock = match OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -88,10 +75,15 @@ impl StateDir {
                 .open(&lock_path)
             {
                 Ok(lock) => lock,
+                // Removed by a concurrent `release`: again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     // E.g. no space left: leave no trace of this run.
                     state.remove_created();
-                    return Err(io_err(&lock_path)(e));
+                    return Err(StateError::Io {
+                        path: lock_path,
+                        source: e,
+                    });
                 }
             };
             match lock.try_lock() {
@@ -103,19 +95,61 @@ impl StateDir {
                 }
                 Err(fs::TryLockError::Error(e)) => {
                     state.remove_created();
-                    return Err(io_err(&lock_path)(e));
+                    return Err(StateError::Io {
+                        path: lock_path,
+                        source: e,
+                    });
                 }
             }
+            // The lock file may have been deleted by a run that leaves
+            // nothing behind (see `release`) between our open and our lock:
+            // only if the path still names the file we locked is it ours.
             let same = match (lock.metadata(), fs::metadata(&lock_path)) {
                 (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
                 _ => false,
             };
             if same {
-                break lock;
+                state.lock = Some(lock);
+                return Ok(state);
             }
-        };
-        state.lock = Some(lock);
-        Ok(state)
+        }
+        state.remove_created();
+        Err(StateError::Io {
+            path: lock_path,
+            source: io::Error::other(format!(
+                "removed by another install-bundle each of {OPEN_ATTEMPTS} times it was locked; try again"
+            )),
+        })
+    }
+
+    /// Creates the state directory and its missing parents (mode 0755),
+    /// remembering the ones this run created. One that appears meanwhile
+    /// (a concurrent run) is fine.
+    fn create_missing(&mut self) -> Result<(), StateError> {
+        let mut missing = Vec::new();
+        let mut d = self.dir.as_path();
+        while fs::symlink_metadata(d).is_err() {
+            missing.push(d.to_owned());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        for m in missing.into_iter().rev() {
+            match fs::DirBuilder::new().mode(0o755).create(&m) {
+                Ok(()) => {
+                    if !self.created.contains(&m) {
+                        self.created.push(m);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    self.remove_created();
+                    return Err(StateError::Io { path: m, source: e });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes the (empty) directories `open` created, newest first.
