@@ -11,7 +11,7 @@
 //! removed, `sync` writes back the dirty pages earlier runs left, and its
 //! inputs are read once so that they are in the page cache (caches are never
 //! dropped). Variants alternate: each repetition runs all of a phase's
-//! variants, in an order rotated by one per repetition. Wall time, CPU time
+//! variants, in an order rotated per repetition and reversed on odd ones. Wall time, CPU time
 //! (user + sys) and peak RSS come from the child's `wait4` rusage; for
 //! `sh -c 'a | b'` that covers the whole pipeline (RSS: its largest process).
 
@@ -912,8 +912,16 @@ fn run_phase(
         variants.len()
     );
     for rep in 0..reps {
+        // Rotated by one per repetition, and reversed on odd ones, so that
+        // each variant follows a different one from run to run: what a run
+        // leaves behind (a deleted 1 GiB tree of fsync'd files, say) costs
+        // the next run time, and with a fixed cyclic order one variant would
+        // always pay for the same predecessor (README, Performance).
         let mut order: Vec<usize> = (0..variants.len()).collect();
-        order.rotate_left(rep % variants.len());
+        order.rotate_left((rep / 2) % variants.len());
+        if rep % 2 == 1 {
+            order.reverse();
+        }
         for i in order {
             let v = &variants[i];
             for p in &v.remove {
@@ -1304,7 +1312,7 @@ fn print_machine(m: &Value, ctx: &Ctx) {
     );
     println!(
         "method: page cache warmed before every run (inputs read once; caches never dropped), `sync` before every run; \
-variants interleaved (order rotated each repetition); CPU = user+sys and peak RSS from wait4 rusage \
+variants interleaved (order rotated, reversed every other repetition); CPU = user+sys and peak RSS from wait4 rusage \
 (for sh -c pipelines: all processes' CPU, RSS of the largest one)"
     );
 }
