@@ -4,24 +4,12 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use bundle_tests::cli::{Output, installer, keygen, run};
+use bundle_tests::cli::{installer, keygen, run};
 use bundle_tests::fixture::{Fixture, INSTALLED_FILES, runc_bytes};
-use bundle_tests::kit;
+use bundle_tests::kit::{self, install};
 use bundle_tests::tree::{diff_listings, tree_hash, tree_listing};
 
 const CIDR: &str = "--set=POD_CIDR=172.16.1.0/24";
-
-fn install(root: &Path, bundle: &Path, key: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut args: Vec<OsString> = vec![
-        bundle.into(),
-        "--root".into(),
-        root.into(),
-        "--trusted-key".into(),
-        key.into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
-    run(&installer(), args, env)
-}
 
 /// The tree of a root without the receipt's timestamp and our lock file.
 fn listing(root: &Path) -> std::collections::BTreeMap<String, String> {
