@@ -163,6 +163,42 @@ impl<'a> Universe<'a> {
         }
     }
 
+    /// Indexes of the candidates that satisfy `rel` (by name or Provides).
+    fn matching<'s>(
+        &'s self,
+        rel: &'s Relation,
+        depender_arch: &'s str,
+    ) -> impl Iterator<Item = usize> + 's {
+        let by_name = self
+            .by_name
+            .get(rel.name.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |&i| {
+                let c = &self.candidates[i];
+                rel.version_matches(c.version) && self.arch_fits(rel, c, depender_arch)
+            });
+        let by_provide = self
+            .by_provide
+            .get(rel.name.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |&i| {
+                let c = &self.candidates[i];
+                c.provides.iter().filter(|p| p.name == rel.name).any(|p| {
+                    let version_ok = match (&rel.constraint, &p.version) {
+                        (None, _) => true,
+                        (Some((op, reference)), Some(v)) => op.matches(v, reference),
+                        (Some(_), None) => false,
+                    };
+                    version_ok && self.arch_fits(rel, c, depender_arch)
+                })
+            });
+        by_name.chain(by_provide)
+    }
+
     /// Whether `rel` is satisfied; otherwise pushes descriptions of the
     /// near misses onto `misses`.
     fn satisfies(&self, rel: &Relation, depender_arch: &str, misses: &mut Vec<String>) -> bool {
@@ -227,6 +263,140 @@ pub fn check_dependencies(debs: &[DebInfo], status: &Status, native_arch: &str) 
     unmet
 }
 
+/// A `Pre-Depends` cycle among bundled packages: no order can configure
+/// each one's pre-dependencies before it is unpacked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Pre-Depends cycle among the bundled packages: {}", .packages.join(" -> "))]
+pub struct PreDependsCycle {
+    /// The packages on the cycle, the first repeated at the end.
+    pub packages: Vec<String>,
+}
+
+/// Splits `debs` into dpkg passes (indexes into `debs`, in order) so that
+///
+/// * a package's `Pre-Depends` on another bundled package is met by an
+///   *earlier* pass (dpkg needs pre-dependencies configured before it
+///   unpacks the package: within one `dpkg -i` they are not), and
+/// * a package's `Depends` on another bundled package is met by the same or
+///   an earlier pass (one `dpkg -i` configures its packages in dependency
+///   order, so cycles of `Depends` stay in one pass).
+///
+/// A dependency already satisfied by what is installed (and not replaced by
+/// the bundle) makes no edge. Passes are as few as possible; within a pass
+/// the input order is kept. A cycle that goes through a `Pre-Depends` edge
+/// cannot be ordered and is returned as an error.
+pub fn install_passes(
+    debs: &[DebInfo],
+    status: &Status,
+    native_arch: &str,
+) -> Result<Vec<Vec<usize>>, PreDependsCycle> {
+    let universe = Universe::new(debs, status, native_arch);
+    let installed_count = universe
+        .candidates
+        .iter()
+        .filter(|c| c.origin == Origin::Installed)
+        .count();
+    // Edges: (from, to, strict) meaning pass(from) >= pass(to) (+1 if strict).
+    let mut edges: Vec<(usize, usize, bool)> = Vec::new();
+    for (i, deb) in debs.iter().enumerate() {
+        for (strict, groups) in [(true, &deb.pre_depends), (false, &deb.depends)] {
+            for group in groups {
+                let by_installed = group.iter().any(|rel| {
+                    universe
+                        .matching(rel, &deb.architecture)
+                        .any(|c| c < installed_count)
+                });
+                if by_installed {
+                    continue;
+                }
+                let mut targets: Vec<usize> = group
+                    .iter()
+                    .flat_map(|rel| {
+                        universe
+                            .matching(rel, &deb.architecture)
+                            .filter(|&c| c >= installed_count)
+                            .map(|c| c - installed_count)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|&j| j != i)
+                    .collect();
+                targets.sort_unstable();
+                targets.dedup();
+                edges.extend(targets.into_iter().map(|j| (i, j, strict)));
+            }
+        }
+    }
+    let n = debs.len();
+    let mut pass = vec![0usize; n];
+    // Longest path by relaxation; more than n rounds of change means a cycle
+    // with a strict edge (non-strict cycles settle).
+    for round in 0..=n {
+        let mut changed = false;
+        for &(from, to, strict) in &edges {
+            let need = pass[to] + usize::from(strict);
+            if pass[from] < need {
+                pass[from] = need;
+                changed = true;
+            }
+        }
+        if !changed {
+            let passes = pass.iter().copied().max().map_or(0, |m| m + 1);
+            let mut out = vec![Vec::new(); passes];
+            for (i, p) in pass.iter().enumerate() {
+                out[*p].push(i);
+            }
+            return Ok(out);
+        }
+        if round == n {
+            break;
+        }
+    }
+    Err(PreDependsCycle {
+        packages: find_cycle(debs, &edges),
+    })
+}
+
+/// A cycle through a strict (`Pre-Depends`) edge, by name, for the message.
+fn find_cycle(debs: &[DebInfo], edges: &[(usize, usize, bool)]) -> Vec<String> {
+    let n = debs.len();
+    let adj = |i: usize| edges.iter().filter(move |e| e.0 == i).map(|e| e.1);
+    for &(start, next, strict) in edges {
+        if !strict {
+            continue;
+        }
+        // Breadth-first from `next` back to `start`.
+        let mut prev = vec![usize::MAX; n];
+        let mut queue = std::collections::VecDeque::from([next]);
+        prev[next] = next;
+        while let Some(u) = queue.pop_front() {
+            if u == start {
+                let mut path = vec![start];
+                let mut v = start;
+                while v != next {
+                    v = prev[v];
+                    path.push(v);
+                }
+                path.reverse();
+                let mut names: Vec<String> =
+                    path.iter().map(|&i| debs[i].package.clone()).collect();
+                names.insert(0, debs[start].package.clone());
+                names.dedup();
+                if names.first() != names.last() {
+                    names.push(debs[start].package.clone());
+                }
+                return names;
+            }
+            for w in adj(u) {
+                if prev[w] == usize::MAX {
+                    prev[w] = u;
+                    queue.push_back(w);
+                }
+            }
+        }
+    }
+    debs.iter().map(|d| d.package.clone()).collect()
+}
+
 /// Whether exactly this package (same name, version and architecture) is
 /// already installed, so installing it again would be a no-op.
 pub fn already_installed(deb: &DebInfo, status: &Status) -> bool {
@@ -262,6 +432,55 @@ mod tests {
 
     fn unmet_relations(u: &[Unmet]) -> Vec<&str> {
         u.iter().map(|u| u.relation.as_str()).collect()
+    }
+
+    fn names(debs: &[DebInfo], passes: &[Vec<usize>]) -> Vec<Vec<String>> {
+        passes
+            .iter()
+            .map(|p| p.iter().map(|&i| debs[i].package.clone()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn pre_depends_inside_the_set_are_configured_in_an_earlier_pass() {
+        let debs = vec![
+            deb("Package: demo-extra\nVersion: 1.0\nArchitecture: all\nDepends: demo-tool\n"),
+            deb(
+                "Package: demo-tool\nVersion: 1.0\nArchitecture: all\nPre-Depends: libdemo (>= 1.0)\n",
+            ),
+            deb("Package: libdemo\nVersion: 1.0\nArchitecture: all\n"),
+            deb("Package: other\nVersion: 1.0\nArchitecture: all\n"),
+        ];
+        let passes = install_passes(&debs, &Status::new(), "amd64").unwrap();
+        assert_eq!(
+            names(&debs, &passes),
+            vec![vec!["libdemo", "other"], vec!["demo-extra", "demo-tool"]]
+        );
+    }
+
+    #[test]
+    fn depends_cycles_stay_in_one_pass_and_installed_pre_depends_make_no_pass() {
+        let debs = vec![
+            deb("Package: a\nVersion: 1\nArchitecture: all\nDepends: b\nPre-Depends: libc6\n"),
+            deb("Package: b\nVersion: 1\nArchitecture: all\nDepends: a\n"),
+        ];
+        let st = status(&installed("libc6", "2.36-9", "all", ""));
+        let passes = install_passes(&debs, &st, "amd64").unwrap();
+        assert_eq!(names(&debs, &passes), vec![vec!["a", "b"]]);
+    }
+
+    #[test]
+    fn a_pre_depends_cycle_is_refused_and_named() {
+        let debs = vec![
+            deb("Package: cyc-a\nVersion: 1.0\nArchitecture: all\nPre-Depends: cyc-b\n"),
+            deb("Package: cyc-b\nVersion: 1.0\nArchitecture: all\nPre-Depends: cyc-a\n"),
+        ];
+        let e = install_passes(&debs, &Status::new(), "amd64").unwrap_err();
+        assert_eq!(e.packages.first(), e.packages.last());
+        assert!(
+            e.to_string().contains("cyc-a") && e.to_string().contains("cyc-b"),
+            "{e}"
+        );
     }
 
     #[test]

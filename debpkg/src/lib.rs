@@ -29,7 +29,7 @@ pub mod resolve;
 pub mod status;
 pub mod version;
 
-pub use check::{Unmet, already_installed, check_dependencies};
+pub use check::{PreDependsCycle, Unmet, already_installed, check_dependencies, install_passes};
 pub use control::{ControlError, FieldError, Stanza, StanzaReader};
 pub use deb::{DebError, DebInfo, MultiArch, read_control, read_info};
 pub use relation::{Op, Provide, Relation, RelationError};

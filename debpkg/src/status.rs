@@ -136,7 +136,8 @@ impl Status {
         Self::from_reader_named(reader, "<status>")
     }
 
-    fn from_reader_named(reader: impl BufRead, origin: &str) -> Result<Self, StatusError> {
+    /// Reads status data from `reader`; errors name it `origin` (a path).
+    pub fn from_reader_named(reader: impl BufRead, origin: &str) -> Result<Self, StatusError> {
         let mut status = Status::new();
         for stanza in StanzaReader::with_origin(reader, origin) {
             let installed = InstalledPackage::from_status_stanza(&stanza?).map_err(|source| {

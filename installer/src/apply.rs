@@ -82,31 +82,6 @@ fn run(argv: &[String], chroot: Option<&Path>) -> Result<(), String> {
     }
 }
 
-fn dpkg(root: &Root, args: &[String]) -> Result<String, String> {
-    let mut argv = vec!["dpkg".to_owned()];
-    if !root.is_host() {
-        argv.push(format!("--root={}", root.path().display()));
-    }
-    argv.extend_from_slice(args);
-    let out = command(&argv, None)
-        .output()
-        .map_err(|e| format!("cannot run dpkg: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!(
-            "{} failed ({}):\n{text}",
-            argv.join(" "),
-            out.status
-        ))
-    }
-}
-
 /// Staged artifacts that feed exactly one file: those can be linked into place.
 fn exclusive_staged(plan: &Plan) -> HashSet<std::path::PathBuf> {
     let mut uses: HashMap<&Path, usize> = HashMap::new();
@@ -137,7 +112,6 @@ fn write_op_with(
 ) -> io::Result<()> {
     match op {
         Op::File {
-            host,
             source,
             sha256,
             mode,
@@ -146,18 +120,20 @@ fn write_op_with(
             ..
         } => match change {
             Change::Unchanged => Ok(()),
-            Change::Mode(_) => tx.set_mode(host, *mode),
+            Change::Mode(_) => tx.set_mode(target, *mode, false),
             Change::Create | Change::Update => {
                 let (digest, _) = match (source, content) {
-                    (_, Some(r)) => tx.write_file(host, *mode, r)?,
+                    (_, Some(r)) => tx.write_file(target, *mode, r)?,
                     (Source::Staged(p), None) => {
-                        match tx.place_file(host, *mode, p, exclusive.contains(p))? {
+                        match tx.place_file(target, *mode, p, exclusive.contains(p))? {
                             Some(copied) => copied,
                             // Linked: the staged bytes were verified while staging.
                             None => (*sha256, 0),
                         }
                     }
-                    (Source::Inline(bytes), None) => tx.write_file(host, *mode, &mut &bytes[..])?,
+                    (Source::Inline(bytes), None) => {
+                        tx.write_file(target, *mode, &mut &bytes[..])?
+                    }
                     (Source::Member, None) => {
                         return Err(io::Error::other("archive member without its archive"));
                     }
@@ -171,23 +147,28 @@ fn write_op_with(
             }
         },
         Op::Dir {
-            host, mode, change, ..
+            target,
+            mode,
+            explicit,
+            change,
         } => match change {
             Change::Create => {
-                if let Some(parent) = host.parent() {
-                    tx.ensure_dir(parent)?;
+                let created = tx.mkdir(target, *mode)?;
+                // An earlier step of this run made it: a directory step's
+                // mode still applies.
+                if !created && *explicit {
+                    tx.set_mode(target, *mode, true)?;
                 }
-                tx.mkdir(host, *mode)
+                Ok(())
             }
-            Change::Mode(_) => tx.set_mode(host, *mode),
+            Change::Mode(_) if *explicit => tx.set_mode(target, *mode, true),
             _ => Ok(()),
         },
         Op::Link {
-            host,
+            target,
             to,
             change: Change::Create | Change::Update,
-            ..
-        } => tx.symlink(host, to),
+        } => tx.symlink(target, to),
         _ => Ok(()),
     }
 }
@@ -203,6 +184,16 @@ pub fn apply(
 ) -> Result<(), ApplyError> {
     let fail_at: Option<usize> = std::env::var(FAIL_ENV).ok().and_then(|v| v.parse().ok());
     let exclusive = exclusive_staged(plan);
+    let mut dpkg_ran = false;
+    if root.is_host() {
+        for (unit, paths) in &plan.watch {
+            tx.watch(unit, paths.clone()).map_err(|e| ApplyError {
+                step: 0,
+                kind: "journal",
+                message: e.to_string(),
+            })?;
+        }
+    }
     for sp in &plan.steps {
         let step = &manifest.steps[sp.number - 1];
         let err = |message: String| ApplyError {
@@ -284,7 +275,30 @@ pub fn apply(
             continue;
         }
         for op in &sp.ops {
+            // dpkg may have rewritten a file planned before it ran (a
+            // conffile taking the package's new default): plan it again.
+            let replanned;
+            let op = match op {
+                Op::File {
+                    target,
+                    sha256,
+                    size,
+                    mode,
+                    ..
+                } if dpkg_ran => {
+                    let change = crate::plan::file_change(root, target, sha256, *size, *mode)
+                        .map_err(|e| err(e.to_string()))?;
+                    let mut again = op.clone();
+                    if let Op::File { change: c, .. } = &mut again {
+                        *c = change;
+                    }
+                    replanned = again;
+                    &replanned
+                }
+                _ => op,
+            };
             apply_op(root, tx, op, log, &exclusive).map_err(err)?;
+            dpkg_ran |= matches!(op, Op::Dpkg { install, .. } if !install.is_empty());
         }
     }
     for op in &plan.finally {
@@ -308,35 +322,19 @@ fn apply_op(
         Op::File { .. } | Op::Dir { .. } | Op::Link { .. } => {
             write_op_with(tx, op, None, exclusive).map_err(|e| e.to_string())?;
         }
-        Op::Dpkg { install, .. } => {
-            if install.is_empty() {
-                return Ok(());
-            }
-            let names: Vec<String> = install
-                .iter()
-                .map(|d| format!("{} {}", d.package, d.version))
-                .collect();
-            tx.exec(&format!("dpkg installed {}", names.join(", ")))
-                .map_err(|e| e.to_string())?;
-            let mut args = vec!["--install".to_owned()];
-            args.extend(install.iter().map(|d| d.path.display().to_string()));
-            dpkg(root, &args)?;
-            let audit = dpkg(root, &["--audit".to_owned()])?;
-            if !audit.trim().is_empty() {
-                return Err(format!(
-                    "dpkg --audit is not clean after installing:\n{audit}"
-                ));
-            }
-        }
+        Op::Dpkg { install, .. } => crate::debs::install(root, tx, install)?,
         Op::Run {
             what,
             argv,
             chroot,
+            undo,
             decision: Decision::Run(_),
         } => {
-            tx.exec(&format!("{what}: {}", argv.join(" ")))
+            tx.exec(&format!("{what}: {}", argv.join(" ")), undo.clone())
                 .map_err(|e| e.to_string())?;
-            run(argv, chroot.then(|| root.path()))?;
+            let result = run(argv, chroot.then(|| root.path()));
+            tx.done(result.is_ok()).map_err(|e| e.to_string())?;
+            result?;
         }
         Op::Run { .. } => return Ok(()),
     }

@@ -15,7 +15,7 @@ use install_bundle::output::{Out, Verbosity};
 use install_bundle::paths::Root;
 use install_bundle::policy::{self, Downgrade};
 use install_bundle::receipt::{self, InstalledPackage, InstalledPath, RECEIPT_FORMAT, Receipt};
-use install_bundle::stage::{Staging, StateDir};
+use install_bundle::stage::{STATE_TARGET, Staging, StateDir};
 use install_bundle::{apply, plan, preflight, trust, vars};
 use serde_json::json;
 
@@ -83,6 +83,11 @@ struct InstallArgs {
     /// Accept a lower serial than the installed one.
     #[arg(long)]
     allow_downgrade: bool,
+    /// Install bundled .debs older than the installed packages (by default
+    /// the newer installed one is kept, and a bundled package that needs the
+    /// older version is refused).
+    #[arg(long)]
+    allow_deb_downgrade: bool,
     /// Do not start or restart services.
     #[arg(long)]
     no_start: bool,
@@ -185,7 +190,7 @@ fn main() -> ExitCode {
 fn root_of(c: &Common) -> Result<Root, Failure> {
     match &c.root {
         Some(dir) => Root::new(dir).map_err(|e| Failure::usage(e.to_string())),
-        None => Ok(Root::host()),
+        None => Root::host().map_err(|e| Failure::other(e.to_string())),
     }
 }
 
@@ -244,7 +249,11 @@ fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
 
 fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
-    let state = root.state_dir();
+    // Read only: a missing state directory means nothing is installed.
+    let state = root
+        .open_dir(STATE_TARGET)
+        .and_then(|d| d.real_path())
+        .unwrap_or_else(|_| root.display(STATE_TARGET));
     let receipts = match &a.name {
         Some(n) => match receipt::read(&state, n).map_err(Failure::other)? {
             Some(r) => vec![r],
@@ -301,10 +310,16 @@ fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     Ok(json!({"result": "status", "bundles": docs}))
 }
 
-/// Rolls back (or finishes the clean-up of) an interrupted run.
-fn finish_interrupted(state: &StateDir, out: &Out) -> Result<Recovery, Failure> {
-    let recovery = journal::recover(&state.dir)
-        .map_err(|e| Failure::other(format!("reading the journal: {e}")))?;
+/// Rolls back (or finishes the clean-up of) an interrupted run. Fails (exit
+/// 6) only when an undo failed: a completed command that cannot be undone
+/// (dpkg ran) is reported, and the install that follows goes on.
+fn finish_interrupted(root: &Root, state: &StateDir, out: &Out) -> Result<Recovery, Failure> {
+    let recovery = journal::recover(root, &state.dir).map_err(|e| {
+        Failure::incomplete(
+            format!("an interrupted install could not be rolled back: {e}"),
+            Vec::new(),
+        )
+    })?;
     match &recovery {
         Recovery::Clean => {}
         Recovery::FinishedCommit => {
@@ -315,13 +330,13 @@ fn finish_interrupted(state: &StateDir, out: &Out) -> Result<Recovery, Failure> 
                 "rolled back an interrupted install of {bundle} ({} changes undone)",
                 report.undone
             ));
-            for i in &report.irreversible {
-                out.warn(&format!("could not be undone: {i}"));
+            for d in report.details().iter().skip(1) {
+                out.warn(d);
             }
             if !report.failed.is_empty() {
                 return Err(Failure::incomplete(
-                    "an interrupted install could not be fully rolled back".into(),
-                    report.failed.clone(),
+                    format!("an interrupted install of {bundle} could not be fully rolled back"),
+                    report.details(),
                 ));
             }
         }
@@ -329,26 +344,35 @@ fn finish_interrupted(state: &StateDir, out: &Out) -> Result<Recovery, Failure> 
     Ok(recovery)
 }
 
+/// `recover`: the same rules and exit codes as a failed install: 0 when there
+/// was nothing to do (or only a committed run's clean-up), 5 when an
+/// interrupted install was rolled back completely, 6 when the host is not
+/// fully as it was.
 fn recover(a: &RecoverArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
     let state = StateDir::open(&root).map_err(|e| match e {
         install_bundle::stage::StateError::Locked(_) => Failure::refused(e.to_string()),
         other => Failure::other(other.to_string()),
     })?;
-    let result = finish_interrupted(&state, out);
+    let result = finish_interrupted(&root, &state, out);
     // A leftover staging directory belongs to the interrupted run.
     let _ = std::fs::remove_dir_all(state.dir.join("staging"));
     state.release();
-    let recovery = result?;
-    let word = match recovery {
+    match result? {
         Recovery::Clean => {
             out.line("nothing to recover");
-            "clean"
+            Ok(json!({"result": "clean"}))
         }
-        Recovery::FinishedCommit => "finished-commit",
-        Recovery::RolledBack { .. } => "rolled-back",
-    };
-    Ok(json!({"result": word}))
+        Recovery::FinishedCommit => Ok(json!({"result": "finished-commit"})),
+        Recovery::RolledBack { bundle, report } if report.complete() => Err(Failure::rolled_back(
+            format!("an interrupted install of {bundle} was rolled back"),
+            report.details(),
+        )),
+        Recovery::RolledBack { bundle, report } => Err(Failure::incomplete(
+            format!("an interrupted install of {bundle} could not be fully rolled back"),
+            report.details(),
+        )),
+    }
 }
 
 fn install(a: &InstallArgs, out: &Out) -> Result<serde_json::Value, Failure> {
@@ -384,7 +408,7 @@ fn install_locked(
             );
         }
     } else {
-        finish_interrupted(state, out)?;
+        finish_interrupted(root, state, out)?;
     }
 
     // 1. Verify & stage.
@@ -487,6 +511,11 @@ fn install_staged<R: Read>(
         vars: values,
         no_start: a.no_start,
         first_install: old_receipt.is_none(),
+        deb_downgrade: if a.allow_deb_downgrade {
+            plan::DebDowngrade::Allow
+        } else {
+            plan::DebDowngrade::Keep
+        },
     };
     let the_plan =
         plan::build(&ctx).map_err(|p| Failure::refused_all("preflight failed".into(), p))?;
@@ -548,16 +577,20 @@ fn install_staged<R: Read>(
         return Ok(doc("unchanged", 0));
     }
     let mut tx = Transaction::begin(
+        root,
         &state.dir,
         manifest.name.as_str(),
         manifest.version.as_str(),
         manifest.serial.get(),
     )
     .map_err(|e| {
-        Failure::other(format!(
-            "cannot start the journal in {}: {e}",
-            state.dir.display()
-        ))
+        Failure::rolled_back(
+            format!(
+                "apply failed before changing anything: cannot start the journal in {}: {e}",
+                state.dir.display()
+            ),
+            vec!["0 changes rolled back".into()],
+        )
     })?;
     let applied =
         apply::apply(root, manifest, staging, &the_plan, &mut tx, out).map_err(|e| e.to_string());
@@ -565,44 +598,46 @@ fn install_staged<R: Read>(
     let committed = applied.and_then(|()| {
         out.phase(5, "receipt");
         if receipt_changed {
-            let path = receipt::receipt_path(&state.dir, manifest.name.as_str());
-            tx.write_file(&path, 0o644, &mut &new_receipt.to_bytes()[..])
-                .map_err(|e| format!("writing the receipt {}: {e}", path.display()))?;
+            let target = format!("{STATE_TARGET}/{}.json", manifest.name);
+            tx.write_file(&target, 0o644, &mut &new_receipt.to_bytes()[..])
+                .map_err(|e| format!("writing the receipt {target}: {e}"))?;
         }
         Ok(())
     });
-    match committed {
-        Ok(()) => {
-            tx.commit()
-                .map_err(|e| Failure::other(format!("committing the journal: {e}")))?;
-            out.line(&format!(
-                "  {changes} changed: {} {} (serial {}) installed",
-                manifest.name, manifest.version, manifest.serial
-            ));
-            Ok(doc("installed", changes))
-        }
-        Err(message) => {
-            let report = tx.rollback();
-            let mut details = Vec::new();
-            details.push(format!("{} changes rolled back", report.undone));
-            for i in &report.irreversible {
-                details.push(format!("not undone (cannot be): {i}"));
+    let message = match committed {
+        Ok(()) => match tx.commit() {
+            Ok(cleanup) => {
+                if let Some(e) = cleanup {
+                    out.warn(&format!(
+                        "installed, but the journal's clean-up failed ({e}); the next run finishes it"
+                    ));
+                }
+                out.line(&format!(
+                    "  {changes} changed: {} {} (serial {}) installed",
+                    manifest.name, manifest.version, manifest.serial
+                ));
+                return Ok(doc("installed", changes));
             }
-            for f in &report.failed {
-                details.push(format!("not undone (failed): {f}"));
+            // Not committed (a full disk): roll back like any failure.
+            Err((uncommitted, e)) => {
+                tx = uncommitted;
+                format!("writing the journal's commit record: {e}")
             }
-            if report.complete() {
-                Err(Failure::rolled_back(
-                    format!("apply failed and was rolled back: {message}"),
-                    details,
-                ))
-            } else {
-                Err(Failure::incomplete(
-                    format!("apply failed and could not be fully rolled back: {message}"),
-                    details,
-                ))
-            }
-        }
+        },
+        Err(message) => message,
+    };
+    let report = tx.rollback();
+    let details = report.details();
+    if report.complete() {
+        Err(Failure::rolled_back(
+            format!("apply failed and was rolled back: {message}"),
+            details,
+        ))
+    } else {
+        Err(Failure::incomplete(
+            format!("apply failed and could not be fully rolled back: {message}"),
+            details,
+        ))
     }
 }
 
@@ -650,7 +685,15 @@ fn make_receipt(
                 sha256: None,
                 target: Some(to.clone()),
             }),
-            plan::Op::Dpkg { install, present } => {
+            plan::Op::Dpkg {
+                install,
+                present,
+                kept,
+            } => {
+                packages.extend(kept.iter().map(|(name, installed, _)| InstalledPackage {
+                    name: name.clone(),
+                    version: installed.clone(),
+                }));
                 packages.extend(install.iter().map(|d| InstalledPackage {
                     name: d.package.clone(),
                     version: d.version.clone(),

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -17,7 +16,7 @@ use bundle_spec::validate::unit_path;
 use serde::Serialize;
 
 use crate::extract::{self, Member, MemberKind};
-use crate::paths::Root;
+use crate::paths::{CREATED_DIR_MODE, Kind, Root};
 use crate::stage::Staging;
 
 /// What an operation does to its target.
@@ -72,6 +71,23 @@ pub struct DebPlan {
     pub architecture: String,
     /// `Installed-Size`, in bytes.
     pub installed_size: u64,
+    /// The dpkg pass (0-based) it is installed in: Pre-Depends are
+    /// configured in an earlier pass ([`debpkg::install_passes`]).
+    pub pass: usize,
+    /// The version installed now, when this replaces one (an upgrade, or a
+    /// downgrade allowed by [`DebDowngrade::Allow`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+/// What to do with a bundled package older than the installed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DebDowngrade {
+    /// Keep the newer installed one (the default): it may be a security update.
+    #[default]
+    Keep,
+    /// Install the bundled, older one (`--allow-deb-downgrade`).
+    Allow,
 }
 
 /// One operation.
@@ -82,9 +98,6 @@ pub enum Op {
     File {
         /// Absolute target path.
         target: String,
-        /// Where it is on this host (below the root).
-        #[serde(skip)]
-        host: PathBuf,
         /// Where the bytes come from.
         #[serde(skip)]
         source: Source,
@@ -102,11 +115,13 @@ pub enum Op {
     Dir {
         /// Absolute target path.
         target: String,
-        /// Where it is on this host.
-        #[serde(skip)]
-        host: PathBuf,
         /// Permission bits.
         mode: u32,
+        /// Whether the mode is the spec's (a `directory` step), enforced on
+        /// an existing directory too; otherwise (extract destinations and
+        /// archive directories) an existing directory is left as it is and a
+        /// created one gets [`CREATED_DIR_MODE`].
+        explicit: bool,
         /// What changes.
         #[serde(flatten)]
         change: Change,
@@ -115,21 +130,21 @@ pub enum Op {
     Link {
         /// Absolute target path.
         target: String,
-        /// Where it is on this host.
-        #[serde(skip)]
-        host: PathBuf,
         /// What it points to.
         to: String,
         /// What changes.
         #[serde(flatten)]
         change: Change,
     },
-    /// Install .debs with one dpkg call.
+    /// Install .debs: one `dpkg --install` per pass.
     Dpkg {
-        /// Packages to install.
+        /// Packages to install, ordered by pass.
         install: Vec<DebPlan>,
-        /// Packages already installed at the same version.
+        /// Packages already installed at the same version (`name version`).
         present: Vec<String>,
+        /// Bundled packages older than the installed ones, left as they are
+        /// (`name installed-version bundled-version`).
+        kept: Vec<(String, String, String)>,
     },
     /// Run a program.
     Run {
@@ -139,6 +154,9 @@ pub enum Op {
         argv: Vec<String>,
         /// Run through `chroot ROOT`.
         chroot: bool,
+        /// What compensates it after a rollback (`None`: it cannot be undone).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        undo: Option<Vec<String>>,
         /// Whether and why it runs.
         #[serde(flatten)]
         decision: Decision,
@@ -187,16 +205,32 @@ impl Op {
             Op::Link {
                 target, to, change, ..
             } => format!("{} symlink {target} -> {to}", change_word(change)),
-            Op::Dpkg { install, present } => {
+            Op::Dpkg {
+                install,
+                present,
+                kept,
+            } => {
                 let mut parts = Vec::new();
-                if !install.is_empty() {
+                let passes = install.last().map_or(0, |d| d.pass + 1);
+                for pass in 0..passes {
+                    let names = install
+                        .iter()
+                        .filter(|d| d.pass == pass)
+                        .map(|d| match &d.replaces {
+                            Some(old) => format!("{} {old} -> {}", d.package, d.version),
+                            None => format!("{} {}", d.package, d.version),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    parts.push(if passes > 1 {
+                        format!("install (pass {} of {passes}) {names}", pass + 1)
+                    } else {
+                        format!("install {names}")
+                    });
+                }
+                for (name, installed, bundled) in kept {
                     parts.push(format!(
-                        "install {}",
-                        install
-                            .iter()
-                            .map(|d| format!("{} {}", d.package, d.version))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "keep {name} {installed} (newer than bundled {bundled})"
                     ));
                 }
                 if !present.is_empty() {
@@ -247,6 +281,11 @@ pub struct Plan {
     /// systemd actions done once every step is applied (daemon-reload,
     /// enable, start/restart).
     pub finally: Vec<Op>,
+    /// The units the bundle manages and the paths each runs from (its unit
+    /// file first): after a rollback, running units whose files were put
+    /// back are restarted.
+    #[serde(skip)]
+    pub watch: Vec<(String, Vec<String>)>,
 }
 
 impl Plan {
@@ -279,67 +318,99 @@ pub struct Context<'a> {
     pub no_start: bool,
     /// No receipt of this bundle exists.
     pub first_install: bool,
+    /// Bundled packages older than installed ones.
+    pub deb_downgrade: DebDowngrade,
 }
 
-/// The file state of a would-be file at `host`.
-pub fn file_change(host: &Path, sha256: &Sha256Digest, size: u64, mode: u32) -> io::Result<Change> {
-    match fs::symlink_metadata(host) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Create),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() => Err(io::Error::other(format!(
+/// The state of a would-be file at `target` (its final component not followed).
+pub fn file_change(
+    root: &Root,
+    target: &str,
+    sha256: &Sha256Digest,
+    size: u64,
+    mode: u32,
+) -> io::Result<Change> {
+    let Some((dir, name)) = root.parent_if_exists(target)? else {
+        root.check_creatable(target)?;
+        return Ok(Change::Create);
+    };
+    match dir.stat_at(&name)? {
+        None => Ok(Change::Create),
+        Some(m) if m.kind == Kind::Dir => Err(io::Error::other(format!(
             "{} is a directory; a file cannot replace it",
-            host.display()
+            dir.shown_child(&name).display()
         ))),
-        Ok(m) if !m.is_file() => Ok(Change::Update),
-        Ok(m) => {
-            if m.len() != size {
+        Some(m) if m.kind != Kind::File => Ok(Change::Update),
+        Some(m) => {
+            if m.size != size {
                 return Ok(Change::Update);
             }
-            let (digest, _) = Sha256Digest::of_reader(fs::File::open(host)?)?;
+            let (digest, _) = Sha256Digest::of_reader(dir.open_file(&name)?)?;
             if digest != *sha256 {
                 return Ok(Change::Update);
             }
-            let old = m.permissions().mode() & 0o7777;
-            Ok(if old == mode {
+            Ok(if m.mode == mode {
                 Change::Unchanged
             } else {
-                Change::Mode(old)
+                Change::Mode(m.mode)
             })
         }
     }
 }
 
-fn dir_change(host: &Path, mode: u32) -> io::Result<Change> {
-    match fs::metadata(host) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Create),
-        Err(e) => Err(e),
-        Ok(m) if !m.is_dir() => Err(io::Error::other(format!(
+/// The state of a would-be directory at `target` (followed inside the root,
+/// as `mkdir -p` in a chroot would). With `explicit`, a different mode is a
+/// change; otherwise an existing directory is always left as it is.
+fn dir_change(root: &Root, target: &str, mode: u32, explicit: bool) -> io::Result<Change> {
+    match root.stat(target)? {
+        None => {
+            if let Some(m) = root.lstat(target)? {
+                let to = root
+                    .parent(target)
+                    .and_then(|(d, n)| d.read_link(&n))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "{} is a {} to {to}, which does not exist inside the root {}; a directory cannot be created through it",
+                    target,
+                    if m.kind == Kind::Symlink {
+                        "symbolic link"
+                    } else {
+                        "special file"
+                    },
+                    root.path().display()
+                )));
+            }
+            root.check_creatable(target)?;
+            Ok(Change::Create)
+        }
+        Some(m) if m.kind != Kind::Dir => Err(io::Error::other(format!(
             "{} exists and is not a directory",
-            host.display()
+            root.display(target).display()
         ))),
-        Ok(m) => {
-            let old = m.permissions().mode() & 0o7777;
-            Ok(if old == mode {
-                Change::Unchanged
-            } else {
-                Change::Mode(old)
-            })
-        }
+        Some(m) => Ok(if !explicit || m.mode == mode {
+            Change::Unchanged
+        } else {
+            Change::Mode(m.mode)
+        }),
     }
 }
 
-fn link_change(host: &Path, to: &str) -> io::Result<Change> {
-    match fs::symlink_metadata(host) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Create),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() => Err(io::Error::other(format!(
+fn link_change(root: &Root, target: &str, to: &str) -> io::Result<Change> {
+    let Some((dir, name)) = root.parent_if_exists(target)? else {
+        root.check_creatable(target)?;
+        return Ok(Change::Create);
+    };
+    match dir.stat_at(&name)? {
+        None => Ok(Change::Create),
+        Some(m) if m.kind == Kind::Dir => Err(io::Error::other(format!(
             "{} is a directory; a symlink cannot replace it",
-            host.display()
+            dir.shown_child(&name).display()
         ))),
-        Ok(m) if m.file_type().is_symlink() && fs::read_link(host)?.as_os_str() == to => {
+        Some(m) if m.kind == Kind::Symlink && dir.read_link(&name)?.as_os_str() == to => {
             Ok(Change::Unchanged)
         }
-        Ok(_) => Ok(Change::Update),
+        Some(_) => Ok(Change::Update),
     }
 }
 
@@ -353,13 +424,11 @@ fn succeeds(argv: &[String], chroot: Option<&Path>) -> bool {
 }
 
 fn inline_file(root: &Root, target: &str, content: Vec<u8>, mode: u32) -> io::Result<Op> {
-    let host = root.resolve_str(target)?;
     let sha256 = Sha256Digest::of(&content);
     let size = content.len() as u64;
-    let change = file_change(&host, &sha256, size, mode)?;
+    let change = file_change(root, target, &sha256, size, mode)?;
     Ok(Op::File {
         target: target.to_owned(),
-        host,
         source: Source::Inline(content),
         sha256,
         size,
@@ -448,23 +517,23 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 Err(e) => problem(e),
             },
             Step::SwapOff(_) => {
-                match root.resolve_str("/etc/fstab") {
-                    Ok(fstab) => match fs::read_to_string(&fstab) {
+                match root.lstat("/etc/fstab") {
+                    Ok(Some(m)) => match root
+                        .open_nofollow("/etc/fstab")
+                        .and_then(io::read_to_string)
+                    {
                         Ok(text) => {
                             let new = comment_swap_lines(&text);
                             if new != text {
-                                let mode = fs::metadata(&fstab)
-                                    .map(|m| m.permissions().mode() & 0o7777)
-                                    .unwrap_or(0o644);
-                                match inline_file(root, "/etc/fstab", new.into_bytes(), mode) {
+                                match inline_file(root, "/etc/fstab", new.into_bytes(), m.mode) {
                                     Ok(op) => ops.push(op),
                                     Err(e) => problem(e.to_string()),
                                 }
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => problem(format!("cannot read {}: {e}", fstab.display())),
+                        Err(e) => problem(format!("cannot read /etc/fstab: {e}")),
                     },
+                    Ok(None) => {}
                     Err(e) => problem(e.to_string()),
                 }
                 if host {
@@ -472,6 +541,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                         what: "turn swap off".into(),
                         argv: vec!["swapoff".into(), "-a".into()],
                         chroot: false,
+                        undo: Some(vec!["swapon".into(), "-a".into()]),
                         decision: if active_swap() {
                             Decision::Run("swap is active".into())
                         } else {
@@ -492,6 +562,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                         what: format!("load kernel module {}", s.name),
                         argv: vec!["modprobe".into(), s.name.to_string()],
                         chroot: false,
+                        undo: Some(vec!["modprobe".into(), "-r".into(), s.name.to_string()]),
                         decision: if loaded {
                             Decision::Skip("already loaded".into())
                         } else {
@@ -502,14 +573,9 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
             }
             Step::Binary(s) => {
                 let a = &ctx.manifest.artifacts[&s.artifact];
-                let result = root.resolve(&s.dest).and_then(|h| {
-                    let change = file_change(&h, &a.sha256, a.size, s.mode.bits())?;
-                    Ok((h, change))
-                });
-                match result {
-                    Ok((host_path, change)) => ops.push(Op::File {
+                match file_change(root, s.dest.as_str(), &a.sha256, a.size, s.mode.bits()) {
+                    Ok(change) => ops.push(Op::File {
                         target: s.dest.to_string(),
-                        host: host_path,
                         source: Source::Staged(ctx.staging.artifact(&s.artifact)),
                         sha256: a.sha256,
                         size: a.size,
@@ -525,22 +591,17 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                     Ok(scanned) => {
                         // The destination is created (0755) when missing; an existing
                         // one is left as it is. Either way the receipt records it.
-                        match root
-                            .resolve(&s.dest)
-                            .and_then(|h| Ok((dir_change(&h, 0o755)?, h)))
-                        {
-                            Ok((change, h)) => {
-                                let mode = std::fs::metadata(&h)
-                                    .map_or(0o755, |m| m.permissions().mode() & 0o7777);
+                        match dir_change(root, s.dest.as_str(), CREATED_DIR_MODE, false) {
+                            Ok(change) => {
+                                let mode = match root.stat(s.dest.as_str()) {
+                                    Ok(Some(m)) => m.mode,
+                                    _ => CREATED_DIR_MODE,
+                                };
                                 ops.push(Op::Dir {
                                     target: s.dest.to_string(),
-                                    host: h,
                                     mode,
-                                    change: if change == Change::Create {
-                                        Change::Create
-                                    } else {
-                                        Change::Unchanged
-                                    },
+                                    explicit: false,
+                                    change,
                                 });
                             }
                             Err(e) => problem(e.to_string()),
@@ -558,14 +619,11 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
             }
             Step::Directory(s) => {
                 for p in &s.paths {
-                    match root
-                        .resolve(p)
-                        .and_then(|h| Ok((dir_change(&h, s.mode.bits())?, h)))
-                    {
-                        Ok((change, h)) => ops.push(Op::Dir {
+                    match dir_change(root, p.as_str(), s.mode.bits(), true) {
+                        Ok(change) => ops.push(Op::Dir {
                             target: p.to_string(),
-                            host: h,
                             mode: s.mode.bits(),
+                            explicit: true,
                             change,
                         }),
                         Err(e) => problem(e.to_string()),
@@ -626,18 +684,16 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                                 .extend(aliases.iter().map(|a| format!("/etc/systemd/system/{a}")));
                             for l in links {
                                 match TargetPath::try_from(l.clone()) {
-                                    Ok(tp) => match root
-                                        .resolve(&tp)
-                                        .and_then(|h| Ok((link_change(&h, unit_file.as_str())?, h)))
-                                    {
-                                        Ok((change, h)) => ops.push(Op::Link {
-                                            target: l,
-                                            host: h,
-                                            to: unit_file.to_string(),
-                                            change,
-                                        }),
-                                        Err(e) => problem(e.to_string()),
-                                    },
+                                    Ok(tp) => {
+                                        match link_change(root, tp.as_str(), unit_file.as_str()) {
+                                            Ok(change) => ops.push(Op::Link {
+                                                target: l,
+                                                to: unit_file.to_string(),
+                                                change,
+                                            }),
+                                            Err(e) => problem(e.to_string()),
+                                        }
+                                    }
                                     Err(e) => problem(format!("cannot enable {}: {e}", s.name)),
                                 }
                             }
@@ -674,6 +730,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                     what: "command".into(),
                     argv: s.argv.clone(),
                     chroot: under_root && s.in_root,
+                    undo: None,
                     decision,
                 });
             }
@@ -725,6 +782,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 what: "reload systemd".into(),
                 argv: vec!["systemctl".into(), "daemon-reload".into()],
                 chroot: false,
+                undo: Some(vec!["systemctl".into(), "daemon-reload".into()]),
                 decision: if booted {
                     Decision::Run("unit files changed".into())
                 } else {
@@ -748,6 +806,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                     what: format!("enable {name}"),
                     argv: vec!["systemctl".into(), "enable".into(), name.clone()],
                     chroot: false,
+                    undo: Some(vec!["systemctl".into(), "disable".into(), name.clone()]),
                     decision: if enabled {
                         Decision::Skip("already enabled".into())
                     } else {
@@ -793,43 +852,79 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                     what: format!("{verb} {name}"),
                     argv: vec!["systemctl".into(), verb.into(), name.clone()],
                     chroot: false,
+                    // Afterwards it runs what is on disk again, or not at all
+                    // if it did not run before.
+                    undo: Some(vec![
+                        "systemctl".into(),
+                        if active { "restart" } else { "stop" }.into(),
+                        name.clone(),
+                    ]),
                     decision,
                 });
             }
         }
     }
+    let watch = units
+        .iter()
+        .map(|(u, _, names)| {
+            let mut paths = vec![unit_path(&u.name).to_string()];
+            paths.extend(names.iter().cloned());
+            (u.name.to_string(), paths)
+        })
+        .collect();
     if problems.is_empty() {
-        Ok(Plan { steps, finally })
+        Ok(Plan {
+            steps,
+            finally,
+            watch,
+        })
     } else {
         Err(problems)
     }
+}
+
+/// Permission bits an extracted file gets: the archive's, without group and
+/// other write (as umask 022 would), without setuid/setgid unless the step
+/// allows them (the scan refuses them otherwise) and without the sticky bit.
+pub fn member_file_mode(archive_mode: u32) -> u32 {
+    archive_mode & 0o6755
 }
 
 fn member_op(root: &Root, dest: &TargetPath, m: &Member) -> io::Result<Op> {
     let target = dest
         .join(m.path.as_str())
         .ok_or_else(|| io::Error::other("not a valid path below the destination"))?;
-    let host = root.resolve(&target)?;
+    let target = target.as_str();
     Ok(match &m.kind {
-        MemberKind::File { mode, size, sha256 } => Op::File {
-            change: file_change(&host, sha256, *size, *mode)?,
-            target: target.to_string(),
-            host,
-            source: Source::Member,
-            sha256: *sha256,
-            size: *size,
-            mode: *mode,
-        },
-        MemberKind::Dir { mode } => Op::Dir {
-            change: dir_change(&host, *mode)?,
-            target: target.to_string(),
-            host,
-            mode: *mode,
-        },
+        MemberKind::File { mode, size, sha256 } => {
+            let mode = member_file_mode(*mode);
+            Op::File {
+                change: file_change(root, target, sha256, *size, mode)?,
+                target: target.to_owned(),
+                source: Source::Member,
+                sha256: *sha256,
+                size: *size,
+                mode,
+            }
+        }
+        // Archive metadata never changes an existing directory; a created
+        // one gets the fixed mode.
+        MemberKind::Dir { .. } => {
+            let change = dir_change(root, target, CREATED_DIR_MODE, false)?;
+            let mode = match root.stat(target) {
+                Ok(Some(m)) => m.mode,
+                _ => CREATED_DIR_MODE,
+            };
+            Op::Dir {
+                change,
+                target: target.to_owned(),
+                mode,
+                explicit: false,
+            }
+        }
         MemberKind::Symlink { target: to } => Op::Link {
-            change: link_change(&host, to)?,
-            target: target.to_string(),
-            host,
+            change: link_change(root, target, to)?,
+            target: target.to_owned(),
             to: to.clone(),
         },
     })
@@ -838,22 +933,55 @@ fn member_op(root: &Root, dest: &TargetPath, m: &Member) -> io::Result<Op> {
 fn plan_debs(ctx: &Context<'_>, artifacts: &[ArtifactName]) -> Result<Op, String> {
     let status = crate::debs::host_status(ctx.root)?;
     let mut install = Vec::new();
+    let mut infos = Vec::new();
     let mut present = Vec::new();
+    let mut kept = Vec::new();
     for a in artifacts {
         let path = ctx.staging.artifact(a);
         let info = crate::debs::info(&path, a)?;
         if crate::debs::already_installed(&info, &status) {
             present.push(format!("{} {}", info.package, info.version));
-        } else {
-            install.push(DebPlan {
-                artifact: a.clone(),
-                path,
-                package: info.package.clone(),
-                version: info.version.to_string(),
-                architecture: info.architecture.clone(),
-                installed_size: crate::debs::installed_size(&info),
-            });
+            continue;
+        }
+        let installed = status
+            .get_arch(&info.package, &info.architecture)
+            .map(|p| p.version.clone());
+        if let Some(v) = &installed
+            && *v > info.version
+            && ctx.deb_downgrade == DebDowngrade::Keep
+        {
+            kept.push((
+                info.package.clone(),
+                v.to_string(),
+                info.version.to_string(),
+            ));
+            continue;
+        }
+        install.push(DebPlan {
+            artifact: a.clone(),
+            path,
+            package: info.package.clone(),
+            version: info.version.to_string(),
+            architecture: info.architecture.clone(),
+            installed_size: crate::debs::installed_size(&info),
+            pass: 0,
+            replaces: installed.map(|v| v.to_string()),
+        });
+        infos.push(info);
+    }
+    let passes = debpkg::install_passes(&infos, &status, ctx.manifest.target.arch.as_str())
+        .map_err(|e| format!("{e}; dpkg cannot install these packages in any order"))?;
+    let mut ordered = Vec::with_capacity(install.len());
+    for (pass, members) in passes.iter().enumerate() {
+        for &i in members {
+            let mut d = install[i].clone();
+            d.pass = pass;
+            ordered.push(d);
         }
     }
-    Ok(Op::Dpkg { install, present })
+    Ok(Op::Dpkg {
+        install: ordered,
+        present,
+        kept,
+    })
 }

@@ -92,9 +92,9 @@ pub fn os_release(root: &Root) -> BTreeMap<String, String> {
     let text = ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
         .find_map(|p| {
-            root.resolve_str(p)
+            root.open_following(p)
                 .ok()
-                .and_then(|h| std::fs::read_to_string(h).ok())
+                .and_then(|f| std::io::read_to_string(f).ok())
         })
         .unwrap_or_default();
     text.lines()

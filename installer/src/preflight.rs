@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bundle_spec::spec::Manifest;
 
-use crate::paths::Root;
+use crate::paths::{Dir, Kind, Root};
 use crate::plan::{Change, Decision, Op, Plan};
 
 /// Extra room kept free on every filesystem written to, in bytes.
@@ -19,12 +19,17 @@ const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// Finds `program` on the host (or below `root` for a chroot).
 pub fn find_program(program: &str, root: Option<&Root>) -> Option<PathBuf> {
     let exists = |p: &Path| p.is_file();
+    let in_root = |r: &Root, p: &str| -> Option<PathBuf> {
+        matches!(r.stat(p), Ok(Some(m)) if m.kind == Kind::File).then(|| r.display(p))
+    };
     if program.contains('/') {
-        let p = match root {
-            Some(r) => r.resolve_str(program).ok()?,
-            None => PathBuf::from(program),
+        return match root {
+            Some(r) => in_root(r, program),
+            None => {
+                let p = PathBuf::from(program);
+                exists(&p).then_some(p)
+            }
         };
-        return exists(&p).then_some(p);
     }
     let path = match root {
         Some(_) => HOST_PATH.to_owned(),
@@ -32,13 +37,15 @@ pub fn find_program(program: &str, root: Option<&Root>) -> Option<PathBuf> {
             .map(|p| format!("{p}:{HOST_PATH}"))
             .unwrap_or_else(|_| HOST_PATH.to_owned()),
     };
-    path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
-        let p = match root {
-            Some(r) => r.resolve_str(&format!("{d}/{program}")).ok()?,
-            None => Path::new(d).join(program),
-        };
-        exists(&p).then_some(p)
-    })
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .find_map(|d| match root {
+            Some(r) => in_root(r, &format!("{d}/{program}")),
+            None => {
+                let p = Path::new(d).join(program);
+                exists(&p).then_some(p)
+            }
+        })
 }
 
 /// Every preflight problem (empty when the apply may start).
@@ -56,6 +63,7 @@ pub fn check(root: &Root, manifest: &Manifest, plan: &Plan) -> Vec<String> {
                 chroot,
                 decision: Decision::Run(_),
                 what,
+                ..
             } => {
                 if *chroot {
                     needed.insert(
@@ -94,51 +102,81 @@ pub fn check(root: &Root, manifest: &Manifest, plan: &Plan) -> Vec<String> {
         })
         .flatten()
         .collect();
+    let kept: Vec<&(String, String, String)> = plan
+        .ops()
+        .filter_map(|o| match o {
+            Op::Dpkg { kept, .. } => Some(kept.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     if !debs.is_empty() {
-        problems.extend(crate::debs::check(
-            root,
-            manifest.target.arch.as_str(),
-            &debs,
-        ));
-    }
-    // Free space, per filesystem.
-    let mut need: BTreeMap<u64, (PathBuf, u64)> = BTreeMap::new();
-    for op in plan.ops() {
-        let (host, bytes) = match op {
-            Op::File {
-                host,
-                size,
-                change: Change::Create | Change::Update,
-                ..
-            } => (host.clone(), *size + 4096),
-            Op::Dir {
-                host,
-                change: Change::Create,
-                ..
-            } => (host.clone(), 4096),
-            Op::Dpkg { install, .. } => match root.resolve_str("/usr") {
-                Ok(usr) => (usr, install.iter().map(|d| d.installed_size).sum()),
-                Err(_) => continue,
-            },
-            _ => continue,
-        };
-        if let Some((dev, existing)) = existing_ancestor(&host) {
-            let e = need.entry(dev).or_insert((existing, 0));
-            e.1 += bytes;
+        for problem in crate::debs::check(root, manifest.target.arch.as_str(), &debs) {
+            // Name the downgrade that would satisfy it.
+            let hint = kept
+                .iter()
+                .find(|(name, _, _)| problem.contains(&format!(" on {name} ")) || problem.contains(&format!(" on {name},")))
+                .map(|(name, installed, bundled)| {
+                    format!(
+                        "; the bundled {name} {bundled} is older than the installed {installed}, which is kept: pass --allow-deb-downgrade to downgrade it"
+                    )
+                })
+                .unwrap_or_default();
+            problems.push(format!("{problem}{hint}"));
         }
     }
-    for (path, bytes) in need.values() {
-        if let Ok(st) = rustix::fs::statvfs(path) {
-            let avail = st.f_bavail.saturating_mul(st.f_frsize);
-            if avail < bytes.saturating_add(SPACE_MARGIN) {
-                problems.push(format!(
-                    "not enough space on the filesystem of {}: {} bytes needed (+{} margin), {} available",
-                    path.display(),
-                    bytes,
-                    SPACE_MARGIN,
-                    avail
-                ));
+    // Per file system written to: writable, and enough free space.
+    let mut need: BTreeMap<u64, (Dir, String, u64)> = BTreeMap::new();
+    let mut add = |target: &str, bytes: u64| match root.nearest_existing_dir(target) {
+        Ok(dir) => match dir.meta() {
+            Ok(m) => need.entry(m.dev).or_insert((dir, target.to_owned(), 0)).2 += bytes,
+            Err(e) => problems.push(e.to_string()),
+        },
+        Err(e) => problems.push(format!("{target}: {e}")),
+    };
+    for op in plan.ops() {
+        match op {
+            Op::File {
+                target,
+                size,
+                change,
+                ..
+            } => match change {
+                Change::Create | Change::Update => add(target, *size + 4096),
+                Change::Mode(_) => add(target, 0),
+                Change::Unchanged => {}
+            },
+            Op::Dir { target, change, .. } => match change {
+                Change::Create => add(target, 4096),
+                Change::Mode(_) => add(target, 0),
+                _ => {}
+            },
+            Op::Link { target, change, .. } if *change != Change::Unchanged => add(target, 4096),
+            Op::Dpkg { install, .. } if !install.is_empty() => {
+                add("/usr", install.iter().map(|d| d.installed_size).sum());
+                add("/var/lib/dpkg/status", 0);
             }
+            _ => {}
+        }
+    }
+    for (dir, target, bytes) in need.values() {
+        if dir.read_only().unwrap_or(false) {
+            problems.push(format!(
+                "{target} is on a read-only file system ({} is mounted read-only); remount it read-write or leave it out of the bundle",
+                dir.shown().display()
+            ));
+            continue;
+        }
+        if let Ok(avail) = dir.available_bytes()
+            && avail < bytes.saturating_add(SPACE_MARGIN)
+        {
+            problems.push(format!(
+                "not enough space on the filesystem of {}: {} bytes needed (+{} margin), {} available",
+                dir.shown().display(),
+                bytes,
+                SPACE_MARGIN,
+                avail
+            ));
         }
     }
     problems

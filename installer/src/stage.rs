@@ -3,7 +3,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 use bundle_spec::names::ArtifactName;
@@ -49,28 +51,44 @@ pub enum StateError {
     },
 }
 
+/// The state directory's target path (resolved inside the root like every other path).
+pub const STATE_TARGET: &str = "/var/lib/install-bundle";
+
 impl StateDir {
-    /// Creates (if needed) and locks `ROOT/var/lib/install-bundle`. Fails at
-    /// once if another installer holds the lock.
+    /// Creates (if needed) and locks `ROOT/var/lib/install-bundle`, resolved
+    /// inside the root. Fails at once if another installer holds the lock.
     ///
     /// Safe against a concurrent run: a directory another run creates first
     /// is simply used, and when another run's [`StateDir::release`] removes
     /// the lock file or the directory between our steps, we start over (a
     /// bounded number of times).
     pub fn open(root: &Root) -> Result<Self, StateError> {
-        let dir = root.state_dir();
-        let lock_path = dir.join(LOCK_FILE);
         let mut state = Self {
-            dir,
+            dir: root.display(STATE_TARGET),
             created: Vec::new(),
             lock: None,
         };
         for _ in 0..OPEN_ATTEMPTS {
-            state.create_missing()?;
+            state.create_missing(root)?;
+            // The real path of the directory resolved inside the root: every
+            // later use of the state directory goes through it.
+            match root.open_dir(STATE_TARGET).and_then(|d| d.real_path()) {
+                Ok(real) => state.dir = real,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    state.remove_created();
+                    return Err(StateError::Io {
+                        path: state.dir.clone(),
+                        source: e,
+                    });
+                }
+            }
+            let lock_path = state.dir.join(LOCK_FILE);
             let lock = match OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .custom_flags(libc_o_nofollow())
                 .mode(0o600)
                 .open(&lock_path)
             {
@@ -104,7 +122,7 @@ impl StateDir {
             // The lock file may have been deleted by a run that leaves
             // nothing behind (see `release`) between our open and our lock:
             // only if the path still names the file we locked is it ours.
-            let same = match (lock.metadata(), fs::metadata(&lock_path)) {
+            let same = match (lock.metadata(), fs::symlink_metadata(&lock_path)) {
                 (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
                 _ => false,
             };
@@ -115,37 +133,46 @@ impl StateDir {
         }
         state.remove_created();
         Err(StateError::Io {
-            path: lock_path,
+            path: state.dir.join(LOCK_FILE),
             source: io::Error::other(format!(
                 "removed by another install-bundle each of {OPEN_ATTEMPTS} times it was locked; try again"
             )),
         })
     }
 
-    /// Creates the state directory and its missing parents (mode 0755),
-    /// remembering the ones this run created. One that appears meanwhile
-    /// (a concurrent run) is fine.
-    fn create_missing(&mut self) -> Result<(), StateError> {
-        let mut missing = Vec::new();
-        let mut d = self.dir.as_path();
-        while fs::symlink_metadata(d).is_err() {
-            missing.push(d.to_owned());
-            match d.parent() {
-                Some(p) => d = p,
-                None => break,
+    /// Creates the state directory and its missing parents (mode 0755, inside
+    /// the root), remembering the ones this run created by their real path.
+    /// One that appears meanwhile (a concurrent run) is fine.
+    fn create_missing(&mut self, root: &Root) -> Result<(), StateError> {
+        let mut prefix = String::new();
+        for c in STATE_TARGET.split('/').filter(|c| !c.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(c);
+            let io_err = |source| StateError::Io {
+                path: root.display(&prefix),
+                source,
+            };
+            if root.stat(&prefix).map_err(io_err)?.is_some() {
+                continue;
             }
-        }
-        for m in missing.into_iter().rev() {
-            match fs::DirBuilder::new().mode(0o755).create(&m) {
+            let (parent, name) = match root.parent(&prefix) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.remove_created();
+                    return Err(io_err(e));
+                }
+            };
+            match parent.mkdir(&name, crate::paths::CREATED_DIR_MODE) {
                 Ok(()) => {
-                    if !self.created.contains(&m) {
-                        self.created.push(m);
+                    let real = parent.real_path().map(|p| p.join(&name)).map_err(io_err)?;
+                    if !self.created.contains(&real) {
+                        self.created.push(real);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
                     self.remove_created();
-                    return Err(StateError::Io { path: m, source: e });
+                    return Err(io_err(e));
                 }
             }
         }
@@ -191,6 +218,10 @@ impl StateDir {
     }
 }
 
+fn libc_o_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
 /// A private directory (mode 0700) holding the verified artifacts of one run.
 #[derive(Debug)]
 pub struct Staging {
@@ -204,14 +235,18 @@ impl Staging {
         if fs::symlink_metadata(&dir).is_ok() {
             fs::remove_dir_all(&dir)?;
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(base)?;
-        fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir.join("artifacts"))?;
+        if fs::symlink_metadata(base).is_err() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(base)?;
+            fs::set_permissions(base, fs::Permissions::from_mode(0o700))?;
+        }
+        for d in [dir.clone(), dir.join("artifacts")] {
+            fs::DirBuilder::new().mode(0o700).create(&d)?;
+            // Exactly 0700, whatever the umask.
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))?;
+        }
         Ok(Self { dir })
     }
 

@@ -1,29 +1,32 @@
 //! `install-bundle status`: compare what a receipt recorded with the host.
 
-use std::os::unix::fs::PermissionsExt as _;
-
 use bundle_spec::Sha256Digest;
 
-use crate::paths::Root;
+use crate::paths::{Kind, Root};
 use crate::receipt::InstalledPath;
 
-/// What is wrong with one recorded path now (`None`: as installed).
+/// What is wrong with one recorded path now (`None`: as installed). Files
+/// and symlinks are looked at without following their final component;
+/// directories are followed inside the root, as they were installed.
 pub fn check_path(root: &Root, p: &InstalledPath) -> Option<String> {
-    let host = match root.resolve_str(&p.path) {
-        Ok(h) => h,
+    let meta = if p.kind == "directory" {
+        root.stat(&p.path)
+    } else {
+        root.lstat(&p.path)
+    };
+    let meta = match meta {
+        Ok(Some(m)) => m,
+        Ok(None) => return Some("missing".into()),
         Err(e) => return Some(e.to_string()),
     };
-    let meta = match std::fs::symlink_metadata(&host) {
-        Ok(m) => m,
-        Err(_) => return Some("missing".into()),
-    };
-    let mode = format!("{:04o}", meta.permissions().mode() & 0o7777);
+    let mode = format!("{:04o}", meta.mode);
     match p.kind.as_str() {
         "file" => {
-            if !meta.is_file() {
+            if meta.kind != Kind::File {
                 return Some("not a regular file any more".into());
             }
-            let digest = std::fs::File::open(&host)
+            let digest = root
+                .open_nofollow(&p.path)
                 .and_then(Sha256Digest::of_reader)
                 .map(|(d, _)| d.to_string());
             match digest {
@@ -33,12 +36,13 @@ pub fn check_path(root: &Root, p: &InstalledPath) -> Option<String> {
                 _ => None,
             }
         }
-        "directory" if !meta.is_dir() => Some("not a directory any more".into()),
+        "directory" if meta.kind != Kind::Dir => Some("not a directory any more".into()),
         "directory" if Some(&mode) != p.mode.as_ref() => Some(format!("mode is {mode}")),
-        "symlink" => match std::fs::read_link(&host) {
+        "symlink" if meta.kind != Kind::Symlink => Some("not a symlink any more".into()),
+        "symlink" => match root.parent(&p.path).and_then(|(d, n)| d.read_link(&n)) {
             Ok(t) if Some(t.to_string_lossy().as_ref()) == p.target.as_deref() => None,
             Ok(t) => Some(format!("points to {}", t.display())),
-            Err(_) => Some("not a symlink any more".into()),
+            Err(e) => Some(e.to_string()),
         },
         _ => None,
     }

@@ -23,7 +23,11 @@ pub fn trusted_keys(root: &Root, extra: &[PathBuf]) -> Result<TrustedKeys, KeyEr
             format!("built-in {name}"),
         );
     }
-    let dir = root.lexical(TRUSTED_DIR);
+    // Resolved inside the root, like every path below it.
+    let dir = root
+        .open_dir(TRUSTED_DIR)
+        .and_then(|d| d.real_path())
+        .unwrap_or_else(|_| root.display(TRUSTED_DIR));
     if let Ok(entries) = std::fs::read_dir(&dir) {
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
