@@ -44,10 +44,14 @@ fn assert_same_listing(expected: &Listing, now: &Listing, what: &str) {
 }
 
 /// Paths that belong to the installer's own bookkeeping, never a target:
-/// the journal, staging, and the temp and backup names of atomic writes.
+/// the journal, staging, the temp and backup names of atomic writes, and the
+/// `policy-rc.d` (with the directory made for it) that holds off service
+/// starts while dpkg runs below --root.
 fn bookkeeping(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    path == format!("{STATE}/journal")
+    path == "usr/sbin/policy-rc.d"
+        || path == "usr/sbin"
+        || path == format!("{STATE}/journal")
         || path == format!("{STATE}/staging")
         || path.starts_with(&format!("{STATE}/staging/"))
         || (name.starts_with('.') && (name.contains(".ib-new-") || name.contains(".ib-old-")))
@@ -340,11 +344,17 @@ fn target_filesystem_out_of_inodes_mid_apply_is_rolled_back_at_every_point() {
 /// Stops (SIGSTOP) process `pid` the moment `path` exists: a shell loop of
 /// builtins (no fork between the check and the signal). `false` when the
 /// process exited first.
+/// Stops `pid` (SIGSTOP) as soon as `path` exists; `false` when the process
+/// ended first (exited: a zombie of ours counts as ended, `kill -0` would not
+/// tell).
 fn stop_when_exists(path: &Path, pid: u32) -> bool {
     Command::new("bash")
         .args([
             "-c",
-            r#"while [ ! -e "$1" ]; do kill -0 "$2" 2>/dev/null || exit 1; done; kill -STOP "$2""#,
+            r#"while [ ! -e "$1" ]; do
+                 read -r _ _ st _ < "/proc/$2/stat" 2>/dev/null || exit 1
+                 [ "$st" != Z ] && [ "$st" != X ] || exit 1
+               done; kill -STOP "$2""#,
             "stop-when-exists",
         ])
         .arg(path)
