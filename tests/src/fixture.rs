@@ -81,6 +81,58 @@ pub fn make_deb(
     out
 }
 
+/// Builds `NAME_VERSION_all.deb` in `dir` with `dpkg-deb`: `control` holds
+/// the fields after `Package`/`Version`/`Architecture: all` (e.g.
+/// `"Pre-Depends: libdemo (>= 1.0)\n"`), `files` the payload (paths relative
+/// to `/`), `conffiles` the paths listed in `DEBIAN/conffiles`, `postinst` a
+/// maintainer script.
+pub fn build_deb(
+    dir: &Path,
+    package: &str,
+    version: &str,
+    control: &str,
+    files: &[(&str, &str)],
+    conffiles: &[&str],
+    postinst: Option<&str>,
+) -> PathBuf {
+    let pkg = tempfile::tempdir_in(dir).expect("tempdir");
+    let root = pkg.path();
+    std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: Test <test@example.invalid>\n{control}Description: test package {package}\n"
+        ),
+    )
+    .expect("control");
+    for (path, content) in files {
+        let target = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&target, content).expect("file");
+    }
+    if !conffiles.is_empty() {
+        std::fs::write(root.join("DEBIAN/conffiles"), conffiles.join("\n") + "\n")
+            .expect("conffiles");
+    }
+    if let Some(script) = postinst {
+        let p = root.join("DEBIAN/postinst");
+        std::fs::write(&p, script).expect("postinst");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let safe_version = version.replace(':', "%3a");
+    let out = dir.join(format!("{package}_{safe_version}_all.deb"));
+    let status = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(root)
+        .arg(&out)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .expect("dpkg-deb (apt-get install dpkg)");
+    assert!(status.status.success(), "dpkg-deb failed: {status:?}");
+    out
+}
+
 impl Fixture {
     /// Writes the artifacts and a spec using every step kind.
     pub fn new() -> Self {
