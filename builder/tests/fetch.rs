@@ -670,10 +670,12 @@ fn failures_do_not_stop_other_artifacts() {
     let server = Server::start(vec![("/good", vec![Reply::Body(good.clone())])]);
     let (_dir, cache) = new_cache();
     let reqs = vec![
+        // Pinned to other bytes than "good": no cache hit can satisfy it,
+        // whichever download finishes first.
         request(
             "missing",
             vec![Source::Http(server.url("/missing"))],
-            Some(&good),
+            Some(&content(1_000, 19)),
         ),
         request("good", vec![Source::Http(server.url("/good"))], Some(&good)),
     ];

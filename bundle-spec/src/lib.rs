@@ -64,6 +64,7 @@ pub mod spec;
 mod tarfmt;
 pub mod template;
 pub mod time;
+pub mod unit;
 pub mod validate;
 pub mod write;
 

@@ -556,12 +556,30 @@ pub struct SystemdUnitStep {
     /// Replace `${VAR}` with variable values.
     #[serde(default)]
     pub template: bool,
-    /// Enable the unit (default false).
+    /// Enable the unit (default false): the links `systemctl enable` makes
+    /// ([`crate::unit`]).
     #[serde(default)]
     pub enable: bool,
     /// Start (or restart when changed) the unit (default false).
     #[serde(default)]
     pub start: bool,
+    /// For a template (`NAME@.service`): the instances to enable and start,
+    /// as `systemctl enable NAME@INSTANCE.service` would (default: the
+    /// template's `DefaultInstance=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<String>,
+}
+
+impl SystemdUnitStep {
+    /// The instances enabled and started: those listed, or `[None]` (the
+    /// unit itself, a template's `DefaultInstance=`).
+    pub fn instance_choices(&self) -> Vec<Option<&str>> {
+        if self.instances.is_empty() {
+            vec![None]
+        } else {
+            self.instances.iter().map(|i| Some(i.as_str())).collect()
+        }
+    }
 }
 
 /// `{"kind": "command", "argv": ["sysctl", "--system"], "unless": [...]}`

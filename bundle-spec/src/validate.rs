@@ -623,6 +623,7 @@ fn validate_common(
                     templ(c, &s.content);
                 }
                 claim(c, format!("{p}.name"), unit_path(&s.name).to_string());
+                systemd_unit(c, &p, s);
             }
             Step::Command(s) => {
                 if s.argv.is_empty() || s.argv[0].is_empty() {
@@ -650,6 +651,53 @@ fn validate_common(
     for a in artifacts {
         if !used.contains(a) {
             c.push(format!("artifacts.{a}"), "not used by any step");
+        }
+    }
+}
+
+/// What `systemctl enable` would refuse, and instances that make no sense,
+/// as far as the spec shows it (a templated `[Install]` section is checked
+/// by the installer once rendered).
+fn systemd_unit(c: &mut Collector, p: &str, s: &crate::spec::SystemdUnitStep) {
+    use crate::unit;
+    let template = unit::is_template(s.name.as_str());
+    for (j, i) in s.instances.iter().enumerate() {
+        if !template {
+            c.push(
+                format!("{p}.instances[{j}]"),
+                format!(
+                    "{} is not a template unit (NAME@.TYPE), so it has no instances",
+                    s.name
+                ),
+            );
+        } else if i.is_empty() || i.contains('@') || i.contains('/') {
+            c.push(
+                format!("{p}.instances[{j}]"),
+                "is not a valid instance name",
+            );
+        }
+    }
+    let install = unit::InstallSection::parse(&s.content);
+    if template
+        && s.start
+        && s.instances.is_empty()
+        && install.default_instance.is_none()
+        && !(s.template && s.content.contains("${"))
+    {
+        c.push(
+            format!("{p}.start"),
+            format!(
+                "{} is a template: starting it needs an instance (list \"instances\" or set DefaultInstance= in [Install])",
+                s.name
+            ),
+        );
+    }
+    if !s.enable || (s.template && s.content.contains("${")) {
+        return;
+    }
+    for i in s.instance_choices() {
+        if let Err(e) = unit::enable(s.name.as_str(), unit_path(&s.name).as_str(), &s.content, i) {
+            c.push(format!("{p}.content"), format!("cannot enable: {e}"));
         }
     }
 }
@@ -844,7 +892,7 @@ mod tests {
         { "kind": "directory", "paths": ["/var/lib/kubelet"], "mode": "0755" },
         { "kind": "file", "dest": "/etc/cni/net.d/10-bridge.conf", "template": true,
           "content": "{ \"subnet\": \"${POD_CIDR}\" }" },
-        { "kind": "systemd-unit", "name": "containerd.service", "content": "[Unit]\n", "enable": true, "start": true },
+        { "kind": "systemd-unit", "name": "containerd.service", "content": "[Unit]\n[Install]\nWantedBy=multi-user.target\n", "enable": true, "start": true },
         { "kind": "command", "argv": ["sysctl", "--system"], "unless": ["test", "-e", "/run/marker"] }
       ]
     }"#;

@@ -15,4 +15,5 @@ pub mod receipt;
 pub mod stage;
 pub mod status;
 pub mod trust;
+pub mod units;
 pub mod vars;

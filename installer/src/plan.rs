@@ -10,14 +10,14 @@ use std::process::Stdio;
 
 use bundle_spec::Sha256Digest;
 use bundle_spec::names::{ArtifactName, TargetPath};
-use bundle_spec::spec::{Manifest, Step, SystemdUnitStep};
+use bundle_spec::spec::{Manifest, Step};
 use bundle_spec::template;
-use bundle_spec::validate::unit_path;
 use serde::Serialize;
 
 use crate::extract::{self, Member, MemberKind};
 use crate::paths::{CREATED_DIR_MODE, Kind, Root};
 use crate::stage::Staging;
+use crate::units;
 
 /// What an operation does to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -396,7 +396,7 @@ fn dir_change(root: &Root, target: &str, mode: u32, explicit: bool) -> io::Resul
     }
 }
 
-fn link_change(root: &Root, target: &str, to: &str) -> io::Result<Change> {
+pub fn link_change(root: &Root, target: &str, to: &str) -> io::Result<Change> {
     let Some((dir, name)) = root.parent_if_exists(target)? else {
         root.check_creatable(target)?;
         return Ok(Change::Create);
@@ -423,7 +423,8 @@ fn succeeds(argv: &[String], chroot: Option<&Path>) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn inline_file(root: &Root, target: &str, content: Vec<u8>, mode: u32) -> io::Result<Op> {
+/// A file with content from the manifest.
+pub fn inline_file(root: &Root, target: &str, content: Vec<u8>, mode: u32) -> io::Result<Op> {
     let sha256 = Sha256Digest::of(&content);
     let size = content.len() as u64;
     let change = file_change(root, target, &sha256, size, mode)?;
@@ -456,52 +457,16 @@ fn active_swap() -> bool {
     fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().skip(1).any(|l| !l.trim().is_empty()))
 }
 
-/// The `[Install]` section's `WantedBy=`, `RequiredBy=` and `Alias=` values.
-pub fn install_section(content: &str) -> (Vec<(String, &'static str)>, Vec<String>) {
-    let mut wants = Vec::new();
-    let mut aliases = Vec::new();
-    let mut in_install = false;
-    for line in content.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_install = line == "[Install]";
-            continue;
-        }
-        if !in_install {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let names = v.split_whitespace().map(str::to_owned);
-            match k.trim() {
-                "WantedBy" => wants.extend(names.map(|n| (n, "wants"))),
-                "RequiredBy" => wants.extend(names.map(|n| (n, "requires"))),
-                "Alias" => aliases.extend(names),
-                _ => {}
-            }
-        }
-    }
-    (wants, aliases)
-}
-
-/// Absolute paths a unit's content names (`ExecStart=/bin/containerd` names `/bin/containerd`).
-fn named_paths(content: &str) -> BTreeSet<String> {
-    content
-        .split(|c: char| c.is_whitespace() || matches!(c, '=' | '"' | '\'' | ';' | ','))
-        .map(|t| t.trim_start_matches(['-', '@', '+', '!', ':']))
-        .filter(|t| t.starts_with('/') && t.len() > 1)
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Builds the plan. Problems (a directory where a file must go, a broken
 /// archive member, an unrenderable template) are all returned at once.
 pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
     let mut problems = Vec::new();
     let mut steps = Vec::new();
     let mut changed_targets: BTreeSet<String> = BTreeSet::new();
-    let mut unit_changed = false;
+    let mut reload_needed = false;
+    let bundle_units = units::rendered_units(ctx.manifest, ctx.vars);
     let mut planned_dirs: BTreeMap<String, u32> = BTreeMap::new();
-    let mut units: Vec<(&SystemdUnitStep, bool, Vec<String>)> = Vec::new();
+    let mut units: Vec<units::PlannedUnit> = Vec::new();
     let root = ctx.root;
     let host = root.is_host();
 
@@ -646,62 +611,14 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                     Err(e) => problem(e),
                 }
             }
-            Step::SystemdUnit(s) => {
-                let content = if s.template {
-                    template::render(&s.content, ctx.vars).map_err(|e| e.to_string())
-                } else {
-                    Ok(s.content.clone())
-                };
-                let unit_file = unit_path(&s.name);
-                match content {
-                    Ok(c) => {
-                        let names = named_paths(&c).into_iter().collect::<Vec<_>>();
-                        match inline_file(root, unit_file.as_str(), c.clone().into_bytes(), 0o644) {
-                            Ok(op) => {
-                                let changed = op.changes();
-                                unit_changed |= changed;
-                                ops.push(op);
-                                units.push((s, changed, names));
-                            }
-                            Err(e) => problem(e.to_string()),
-                        }
-                        if s.enable && !host {
-                            // Under --root, enabling is the symlinks systemctl would make.
-                            let (wants, aliases) = install_section(&c);
-                            if wants.is_empty() && aliases.is_empty() {
-                                problem(format!(
-                                    "{} has no [Install] WantedBy=, RequiredBy= or Alias= to enable it by",
-                                    s.name
-                                ));
-                            }
-                            let mut links: Vec<String> = wants
-                                .iter()
-                                .map(|(t, kind)| {
-                                    format!("/etc/systemd/system/{t}.{kind}/{}", s.name)
-                                })
-                                .collect();
-                            links
-                                .extend(aliases.iter().map(|a| format!("/etc/systemd/system/{a}")));
-                            for l in links {
-                                match TargetPath::try_from(l.clone()) {
-                                    Ok(tp) => {
-                                        match link_change(root, tp.as_str(), unit_file.as_str()) {
-                                            Ok(change) => ops.push(Op::Link {
-                                                target: l,
-                                                to: unit_file.to_string(),
-                                                change,
-                                            }),
-                                            Err(e) => problem(e.to_string()),
-                                        }
-                                    }
-                                    Err(e) => problem(format!("cannot enable {}: {e}", s.name)),
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => problem(e),
+            Step::SystemdUnit(s) => match units::plan_step(root, s, ctx.vars, &bundle_units) {
+                Ok((unit_ops, unit)) => {
+                    reload_needed |= units::any_change(&unit_ops);
+                    ops.extend(unit_ops);
+                    units.push(unit);
                 }
-            }
+                Err(e) => problem(e),
+            },
             Step::Command(s) => {
                 let under_root = !host;
                 let decision = if under_root && !s.in_root {
@@ -766,111 +683,10 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
         });
     }
 
-    let mut finally = Vec::new();
-    // Like sd_booted(3): without a running systemd (a chroot, an image being
-    // built) there is nothing to reload or start; enabling still works, as it
-    // only makes symlinks.
-    let booted = Path::new("/run/systemd/system").is_dir();
-    let not_booted = || {
-        Decision::Skip(
-            "systemd is not running here (chroot or image); units load when it boots".into(),
-        )
-    };
-    if host && !units.is_empty() {
-        if unit_changed {
-            finally.push(Op::Run {
-                what: "reload systemd".into(),
-                argv: vec!["systemctl".into(), "daemon-reload".into()],
-                chroot: false,
-                undo: Some(vec!["systemctl".into(), "daemon-reload".into()]),
-                decision: if booted {
-                    Decision::Run("unit files changed".into())
-                } else {
-                    not_booted()
-                },
-            });
-        }
-        for (u, changed, names) in &units {
-            let name = u.name.to_string();
-            if u.enable {
-                let enabled = succeeds(
-                    &[
-                        "systemctl".into(),
-                        "is-enabled".into(),
-                        "--quiet".into(),
-                        name.clone(),
-                    ],
-                    None,
-                );
-                finally.push(Op::Run {
-                    what: format!("enable {name}"),
-                    argv: vec!["systemctl".into(), "enable".into(), name.clone()],
-                    chroot: false,
-                    undo: Some(vec!["systemctl".into(), "disable".into(), name.clone()]),
-                    decision: if enabled {
-                        Decision::Skip("already enabled".into())
-                    } else {
-                        Decision::Run("not enabled".into())
-                    },
-                });
-            }
-            if u.start && !ctx.no_start {
-                let touched: Vec<&String> = names
-                    .iter()
-                    .filter(|n| changed_targets.contains(*n))
-                    .collect();
-                let active = succeeds(
-                    &[
-                        "systemctl".into(),
-                        "is-active".into(),
-                        "--quiet".into(),
-                        name.clone(),
-                    ],
-                    None,
-                );
-                let (verb, decision) = if *changed {
-                    ("restart", Decision::Run("unit file changed".into()))
-                } else if !touched.is_empty() {
-                    (
-                        "restart",
-                        Decision::Run(format!(
-                            "{} changed",
-                            touched
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )),
-                    )
-                } else if !active {
-                    ("start", Decision::Run("not running".into()))
-                } else {
-                    ("start", Decision::Skip("running and unchanged".into()))
-                };
-                let decision = if booted { decision } else { not_booted() };
-                finally.push(Op::Run {
-                    what: format!("{verb} {name}"),
-                    argv: vec!["systemctl".into(), verb.into(), name.clone()],
-                    chroot: false,
-                    // Afterwards it runs what is on disk again, or not at all
-                    // if it did not run before.
-                    undo: Some(vec![
-                        "systemctl".into(),
-                        if active { "restart" } else { "stop" }.into(),
-                        name.clone(),
-                    ]),
-                    decision,
-                });
-            }
-        }
-    }
+    let finally = units::finally(root, &units, reload_needed, &changed_targets, ctx.no_start);
     let watch = units
         .iter()
-        .map(|(u, _, names)| {
-            let mut paths = vec![unit_path(&u.name).to_string()];
-            paths.extend(names.iter().cloned());
-            (u.name.to_string(), paths)
-        })
+        .flat_map(|u| u.names.iter().map(|n| (n.clone(), u.paths.clone())))
         .collect();
     if problems.is_empty() {
         Ok(Plan {
