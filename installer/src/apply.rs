@@ -194,6 +194,13 @@ pub fn apply(
             })?;
         }
     }
+    for op in &plan.first {
+        apply_op(root, tx, op, log, &exclusive).map_err(|message| ApplyError {
+            step: 0,
+            kind: "recovery at boot",
+            message,
+        })?;
+    }
     for sp in &plan.steps {
         let step = &manifest.steps[sp.number - 1];
         let err = |message: String| ApplyError {

@@ -525,6 +525,9 @@ fn install_staged<R: Read>(
     }
     out.line("  ok");
     out.phase(3, "plan");
+    for op in &the_plan.first {
+        out.line(&format!("  first: {}", op.describe()));
+    }
     for sp in &the_plan.steps {
         for op in &sp.ops {
             out.line(&format!(

@@ -278,8 +278,11 @@ pub struct StepPlan {
 pub struct Plan {
     /// Per step.
     pub steps: Vec<StepPlan>,
+    /// Applied before every step: the installer's own recovery at boot
+    /// ([`crate::units::recovery_ops`]). Not part of the bundle's receipt.
+    pub first: Vec<Op>,
     /// systemd actions done once every step is applied (daemon-reload,
-    /// enable, start/restart).
+    /// start/restart).
     pub finally: Vec<Op>,
     /// The units the bundle manages and the paths each runs from (its unit
     /// file first): after a rollback, running units whose files were put
@@ -291,9 +294,9 @@ pub struct Plan {
 impl Plan {
     /// Every operation, in order.
     pub fn ops(&self) -> impl Iterator<Item = &Op> {
-        self.steps
+        self.first
             .iter()
-            .flat_map(|s| s.ops.iter())
+            .chain(self.steps.iter().flat_map(|s| s.ops.iter()))
             .chain(self.finally.iter())
     }
 
@@ -683,6 +686,22 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
         });
     }
 
+    // On the host only: below --root (an image) the first install on the
+    // booted machine puts it there.
+    let first = if units.is_empty() || !host {
+        Vec::new()
+    } else {
+        match units::recovery_ops(root) {
+            Ok(ops) => {
+                reload_needed |= units::any_change(&ops);
+                ops
+            }
+            Err(e) => {
+                problems.push(format!("recovery at boot: {e}"));
+                Vec::new()
+            }
+        }
+    };
     let finally = units::finally(root, &units, reload_needed, &changed_targets, ctx.no_start);
     let watch = units
         .iter()
@@ -690,6 +709,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
         .collect();
     if problems.is_empty() {
         Ok(Plan {
+            first,
             steps,
             finally,
             watch,

@@ -297,10 +297,124 @@ pub fn finally(
     out
 }
 
+/// Where the installer keeps a copy of itself for recovery at boot.
+pub const RECOVERY_BINARY: &str = "/var/lib/install-bundle/install-bundle";
+/// The unit that runs `install-bundle recover` at boot.
+pub const RECOVERY_UNIT: &str = "install-bundle-recover.service";
+
+/// The recovery unit: at boot, before `sysinit.target` (so before every
+/// service with default dependencies, which all the bundle's units have
+/// unless they say otherwise), it rolls back an install a crash or power cut
+/// interrupted, reloads systemd and restarts what runs from restored files.
+/// It does nothing when there is no journal. Exit 5 (rolled back
+/// completely) is a success; 6 leaves the unit failed, for
+/// `systemctl --failed` to show.
+pub const RECOVERY_UNIT_CONTENT: &str = "\
+# Written by install-bundle. Rolls back an install that a crash or a power cut
+# interrupted, before the services it manages start.
+[Unit]
+Description=Roll back an interrupted install-bundle run
+DefaultDependencies=no
+Requires=local-fs.target
+After=local-fs.target
+Before=sysinit.target shutdown.target
+Conflicts=shutdown.target
+ConditionPathExists=/var/lib/install-bundle/journal
+
+[Service]
+Type=oneshot
+ExecStart=/var/lib/install-bundle/install-bundle recover
+SuccessExitStatus=5
+
+[Install]
+WantedBy=sysinit.target
+";
+
+/// What a bundle with units installs first on a host: a copy of this installer and
+/// the enabled [`RECOVERY_UNIT`], so that an install interrupted by a power
+/// cut is rolled back at the next boot before the services it touched start
+/// from half-updated files. Journaled like every change (a failed first
+/// install takes them back); not part of any bundle's receipt.
+pub fn recovery_ops(root: &Root) -> Result<Vec<Op>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this installer: {e}"))?;
+    let binary = std::fs::read(&exe).map_err(|e| format!("reading {}: {e}", exe.display()))?;
+    let unit_file = format!("{}/{RECOVERY_UNIT}", unit::UNIT_DIR);
+    let mut ops = vec![
+        crate::plan::inline_file(root, RECOVERY_BINARY, binary, 0o755)
+            .map_err(|e| e.to_string())?,
+        crate::plan::inline_file(
+            root,
+            &unit_file,
+            RECOVERY_UNIT_CONTENT.as_bytes().to_vec(),
+            0o644,
+        )
+        .map_err(|e| e.to_string())?,
+    ];
+    let e = unit::enable(RECOVERY_UNIT, &unit_file, RECOVERY_UNIT_CONTENT, None)
+        .map_err(|e| e.to_string())?;
+    ops.extend(link_ops(root, &e.links)?);
+    Ok(ops)
+}
+
 /// Whether any of `ops` changes something.
 pub fn any_change(ops: &[Op]) -> bool {
     ops.iter().any(|o| match o {
         Op::Link { change, .. } | Op::File { change, .. } => *change != Change::Unchanged,
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_at_boot_is_this_installer_and_a_unit_enabled_before_sysinit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let ops = recovery_ops(&root).unwrap();
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let targets: Vec<(String, Change)> = ops
+            .iter()
+            .map(|o| match o {
+                Op::File {
+                    target,
+                    change,
+                    sha256,
+                    ..
+                } => {
+                    if target == RECOVERY_BINARY {
+                        assert_eq!(*sha256, bundle_spec::Sha256Digest::of(&exe));
+                    }
+                    (target.clone(), *change)
+                }
+                Op::Link { target, to, change } => {
+                    assert_eq!(to, "/etc/systemd/system/install-bundle-recover.service");
+                    (target.clone(), *change)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            vec![
+                (RECOVERY_BINARY.to_owned(), Change::Create),
+                (
+                    "/etc/systemd/system/install-bundle-recover.service".to_owned(),
+                    Change::Create
+                ),
+                (
+                    "/etc/systemd/system/sysinit.target.wants/install-bundle-recover.service"
+                        .to_owned(),
+                    Change::Create
+                ),
+            ]
+        );
+        let install = unit::InstallSection::parse(RECOVERY_UNIT_CONTENT);
+        assert_eq!(install.wanted_by, vec!["sysinit.target"]);
+        assert!(
+            RECOVERY_UNIT_CONTENT
+                .contains("ExecStart=/var/lib/install-bundle/install-bundle recover")
+        );
+    }
 }
