@@ -8,11 +8,11 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use bundle_spec::Sha256Digest;
-use bundle_spec::spec::ExtractStep;
-use install_bundle::extract::{
+use bundle_spec::extract::{
     ExtractError, ExtractLimits, MAX_DECOMPRESSED_BYTES, MAX_MEMBERS, Member, MemberKind,
     for_each_file, scan, scan_with_limits,
 };
+use bundle_spec::spec::ExtractStep;
 use tar::{EntryType, Header};
 
 /// Builds a tar archive in memory.
