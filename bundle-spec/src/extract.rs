@@ -29,8 +29,7 @@
 //! - below a path that the same archive makes a symbolic link or a regular
 //!   file (`lib -> /etc` then `lib/passwd`), whatever the order;
 //! - setuid or setgid, unless the step says `allow_setuid`;
-//! - a PAX sparse file (`GNU.sparse.*` records), or a regular file whose name
-//!   ends in `/`.
+//! - a PAX sparse file (`GNU.sparse.*` records).
 //!
 //! Whatever `include` says, the walk stops at an entry whose name is not
 //! UTF-8 or not a safe relative path ([`MemberPath::from_archive`]: no `..`,
@@ -60,7 +59,6 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::str::FromStr;
 
 use crate::Sha256Digest;
 use crate::archive::{ArchiveKind, DETECT_BYTES};
@@ -572,23 +570,40 @@ impl<'a> Selector<'a> {
                 .refuse(stored, "it is a GNU sparse file, which is not supported"));
         }
         if let Some(set) = &self.include {
-            if !set.is_match(parsed.as_str()) {
+            let listed = stored.strip_suffix('/').unwrap_or(stored);
+            if !(set.is_match(parsed.as_str()) || set.is_match(listed)) {
                 return Ok(None);
             }
             self.matched_any = true;
         }
-        Ok(strip(&parsed, self.strip).map(|p| (stored.to_owned(), p)))
+        let Some(rest) = strip_components(stored, self.strip) else {
+            return Ok(None);
+        };
+        match MemberPath::from_archive(rest) {
+            Ok(Some(path)) => Ok(Some((stored.to_owned(), path))),
+            Ok(None) => Ok(None),
+            // The whole name was checked above; what is left of it is as safe.
+            Err(e) => Err(self
+                .ctx
+                .refuse(stored, format!("unsafe name: {}", e.reason))),
+        }
     }
 }
 
-/// `path` without its first `n` components; `None` when nothing is left.
-fn strip(path: &MemberPath, n: usize) -> Option<MemberPath> {
-    if n == 0 {
-        return Some(path.clone());
+/// What is left of the stored member name `name` after its first `n`
+/// components, counted as GNU tar's `--strip-components` counts them: every
+/// `/` (a run of them counting once) ends a component, so a leading `.` is a
+/// component like any other (`./dist/pkg/spf` without 1 is `dist/pkg/spf`),
+/// and the `./` of an archive's root entry is one. `None` when the name has
+/// no more than `n` components (GNU tar skips such members); the remainder
+/// may be empty (a directory `dist/` without 1), which the caller skips too.
+pub fn strip_components(name: &str, n: usize) -> Option<&str> {
+    let mut rest = name.trim_start_matches('/');
+    for _ in 0..n {
+        let slash = rest.find('/')?;
+        rest = rest[slash..].trim_start_matches('/');
     }
-    let s = path.as_str();
-    let (slash, _) = s.match_indices('/').nth(n - 1)?;
-    MemberPath::from_str(&s[slash + 1..]).ok()
+    Some(rest)
 }
 
 /// Checks a selected entry's type and mode; hashes a regular file.
@@ -619,15 +634,12 @@ fn member_kind<R: Read>(
         Ok(mode)
     };
     match etype {
+        // A regular file's type with a name ending in `/` is a directory: how
+        // V7 and old BSD tars store directories, and how GNU tar reads them.
+        T::Regular | T::Continuous if stored.ends_with('/') => {
+            Ok(MemberKind::Dir { mode: mode()? })
+        }
         T::Regular | T::Continuous => {
-            if stored.ends_with('/') {
-                return Err(ctx
-                    .refuse(
-                        stored,
-                        "it is a regular file with a directory name (ending in /)",
-                    )
-                    .into());
-            }
             let mode = mode()?;
             if let Some(pax) = entry.pax_extensions()? {
                 let sparse = pax
@@ -1129,18 +1141,28 @@ impl<R: Read> Read for VerifyingReader<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr as _;
 
     fn p(s: &str) -> MemberPath {
         MemberPath::from_str(s).unwrap()
     }
 
     #[test]
-    fn strip_drops_whole_components() {
-        assert_eq!(strip(&p("bin/ctr"), 1), Some(p("ctr")));
-        assert_eq!(strip(&p("a/b/c"), 2), Some(p("c")));
-        assert_eq!(strip(&p("bin"), 1), None);
-        assert_eq!(strip(&p("a/b"), 2), None);
-        assert_eq!(strip(&p("a/b"), 0), Some(p("a/b")));
+    fn strip_components_counts_like_gnu_tar() {
+        assert_eq!(strip_components("bin/ctr", 1), Some("ctr"));
+        assert_eq!(strip_components("a/b/c", 2), Some("c"));
+        assert_eq!(strip_components("bin", 1), None);
+        assert_eq!(strip_components("a/b", 2), None);
+        assert_eq!(strip_components("a/b", 0), Some("a/b"));
+        // A leading "." is a component, as in GNU tar.
+        assert_eq!(strip_components("./dist/pkg/spf", 1), Some("dist/pkg/spf"));
+        assert_eq!(strip_components("./bridge", 1), Some("bridge"));
+        assert_eq!(strip_components("./", 1), Some(""));
+        assert_eq!(strip_components("./", 2), None);
+        assert_eq!(strip_components(".", 1), None);
+        assert_eq!(strip_components("dist/", 1), Some(""));
+        assert_eq!(strip_components("././x", 1), Some("./x"));
+        assert_eq!(strip_components("a//b/c", 1), Some("b/c"));
     }
 
     #[test]

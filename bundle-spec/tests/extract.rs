@@ -334,10 +334,18 @@ fn unsupported_entry_types_are_refused() {
         .raw(b"vol", EntryType::new(b'V'), 0o644, b"", b"")
         .bytes();
     assert_refused(&t, &all(), "vol", "unsupported entry type 'V'");
+}
 
-    // A regular file named like a directory.
-    let t = Tar::new().file("dir/", b"x").bytes();
-    assert_refused(&t, &all(), "dir/", "directory name");
+#[test]
+fn regular_entry_named_like_a_directory_is_a_directory_as_in_gnu_tar() {
+    // V7 and old BSD tars store directories as regular entries named `dir/`.
+    let t = Tar::new()
+        .file_mode("dir/", 0o750, b"")
+        .file("dir/a", b"x")
+        .bytes();
+    let members = scan_bytes(&t, &all()).unwrap();
+    assert_eq!(paths(&members), ["dir", "dir/a"]);
+    assert_eq!(members[0].kind, MemberKind::Dir { mode: 0o750 });
 }
 
 #[test]
