@@ -56,12 +56,14 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::Sha256Digest;
-use crate::archive::{ArchiveKind, DETECT_BYTES};
+use crate::archive::{
+    Compression, DETECT_BYTES, TAR_BLOCK, TarBlock, describe_with_preview, tar_block,
+};
 use crate::names::MemberPath;
 use crate::spec::ExtractStep;
 use crate::validate::compile_include;
@@ -168,7 +170,7 @@ pub enum ExtractError {
     },
     /// The file is none of tar, tar.gz, tar.xz, tar.zst.
     #[error(
-        "artifact {artifact} ({}) is not a tar, tar.gz, tar.xz or tar.zst archive",
+        "artifact {artifact} ({}) is not a tar, tar.gz, tar.xz or tar.zst archive: it is {found}",
         path.display()
     )]
     NotAnArchive {
@@ -176,6 +178,9 @@ pub enum ExtractError {
         artifact: String,
         /// The staged archive file.
         path: PathBuf,
+        /// What it looks like instead ([`crate::archive::describe`]), with
+        /// its first bytes.
+        found: String,
     },
     /// A bound of [`ExtractLimits`] was exceeded.
     #[error("artifact {artifact} ({}): {reason}; refusing a possible decompression bomb", path.display())]
@@ -944,47 +949,139 @@ fn limit_error(hit: Hit) -> io::Error {
     })
 }
 
-/// Opens `path`, recognizes the container by content, and returns the
-/// decompressed tar stream.
-fn open_archive(ctx: &Ctx<'_>) -> Result<Box<dyn Read>, ExtractError> {
-    let mut file = File::open(ctx.path).map_err(|e| ctx.io(e))?;
-    let mut head = [0u8; DETECT_BYTES];
-    let mut n = 0;
-    while n < head.len() {
-        match file.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ctx.io(e)),
-        }
-    }
-    let Some(kind) = ArchiveKind::detect(&head[..n]) else {
-        return Err(ExtractError::NotAnArchive {
-            artifact: ctx.artifact.to_owned(),
-            path: ctx.path.to_owned(),
-        });
+/// Opens `path`, recognizes the compression by content, and returns the
+/// decompressed tar stream with its compression. The stream is recognized
+/// by reading it: its first (decompressed) block must be a tar header with a
+/// right checksum (any tar format; V7 headers carry no magic) or the zero
+/// block of an empty archive. Anything else is [`ExtractError::NotAnArchive`],
+/// which says what the content looks like (an HTML page, JSON, text...).
+fn open_archive(ctx: &Ctx<'_>) -> Result<(Box<dyn Read>, Option<Compression>), ExtractError> {
+    let file = File::open(ctx.path).map_err(|e| ctx.io(e))?;
+    let mut buffered = BufReader::with_capacity(BUF_SIZE, file);
+    let head = fill(&mut buffered, DETECT_BYTES).map_err(|e| ctx.io(e))?;
+    let not_an_archive = |found: String| ExtractError::NotAnArchive {
+        artifact: ctx.artifact.to_owned(),
+        path: ctx.path.to_owned(),
+        found,
     };
-    file.seek(SeekFrom::Start(0)).map_err(|e| ctx.io(e))?;
-    let buffered = BufReader::with_capacity(BUF_SIZE, file);
-    Ok(match kind {
-        ArchiveKind::Tar => Box::new(buffered),
-        ArchiveKind::TarGz => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        ArchiveKind::TarXz => {
+    let Some(compression) = Compression::detect(&head) else {
+        let reader = io::Cursor::new(head).chain(buffered);
+        let (first, reader) = peek_block(reader).map_err(|e| ctx.io(e))?;
+        return match tar_block(&first) {
+            TarBlock::Header | TarBlock::Zero => Ok((Box::new(reader), None)),
+            _ => Err(not_an_archive(describe_with_preview(&first))),
+        };
+    };
+    let reader = io::Cursor::new(head).chain(buffered);
+    let decoder: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(GzipMembers::new(BufReader::new(reader))),
+        Compression::Xz => {
             let stream = liblzma::stream::Stream::new_stream_decoder(
                 XZ_MEMLIMIT,
                 liblzma::stream::CONCATENATED,
             )
             .map_err(|e| ctx.io(io::Error::other(e)))?;
-            Box::new(liblzma::bufread::XzDecoder::new_stream(buffered, stream))
+            Box::new(liblzma::bufread::XzDecoder::new_stream(
+                BufReader::new(reader),
+                stream,
+            ))
         }
-        ArchiveKind::TarZst => {
-            let mut z =
-                zstd::stream::read::Decoder::with_buffer(buffered).map_err(|e| ctx.io(e))?;
+        Compression::Zstd => {
+            let mut z = zstd::stream::read::Decoder::with_buffer(BufReader::new(reader))
+                .map_err(|e| ctx.io(e))?;
             z.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| ctx.io(e))?;
             Box::new(z)
         }
-    })
+    };
+    let (first, reader) = peek_block(decoder).map_err(|e| {
+        not_an_archive(format!(
+            "{compression}-compressed data that cannot be decompressed ({e})"
+        ))
+    })?;
+    match tar_block(&first) {
+        TarBlock::Header | TarBlock::Zero => Ok((Box::new(reader), Some(compression))),
+        _ if first.is_empty() => Err(not_an_archive(format!(
+            "{compression}-compressed data that decompresses to nothing (0 bytes)"
+        ))),
+        _ => Err(not_an_archive(format!(
+            "{compression}-compressed data holding {}",
+            describe_with_preview(&first)
+        ))),
+    }
+}
+
+/// Reads up to `n` bytes (fewer only at the end of the stream).
+fn fill(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    r.by_ref().take(n as u64).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// A reader that yields bytes already read, then the rest.
+type Peeked<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// The first tar block of `r`, and a reader that yields it again.
+fn peek_block<R: Read>(mut r: R) -> io::Result<(Vec<u8>, Peeked<R>)> {
+    let first = fill(&mut r, TAR_BLOCK)?;
+    Ok((first.clone(), io::Cursor::new(first).chain(r)))
+}
+
+/// Decompresses every member of a gzip file, as `gzip -d` does: members
+/// follow one another; after the last one only zero bytes may follow (tar
+/// pads with them); anything else is an error, as it is for `gzip -d` (which
+/// exits 2, "trailing garbage ignored", and so makes `tar -xzf` fail).
+struct GzipMembers<R: BufRead> {
+    member: Option<flate2::bufread::GzDecoder<R>>,
+}
+
+impl<R: BufRead> GzipMembers<R> {
+    fn new(r: R) -> Self {
+        Self {
+            member: Some(flate2::bufread::GzDecoder::new(r)),
+        }
+    }
+}
+
+impl<R: BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(member) = self.member.as_mut() else {
+                return Ok(0);
+            };
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // The member ended (its CRC and length checked): what follows?
+            let mut inner = self.member.take().expect("a member").into_inner();
+            let next = inner.fill_buf()?;
+            match next.first() {
+                None => return Ok(0),
+                Some(0x1f) => self.member = Some(flate2::bufread::GzDecoder::new(inner)),
+                Some(0) => loop {
+                    let rest = inner.fill_buf()?;
+                    if rest.is_empty() {
+                        return Ok(0);
+                    }
+                    if rest.iter().any(|&b| b != 0) {
+                        return Err(trailing_garbage());
+                    }
+                    let len = rest.len();
+                    inner.consume(len);
+                },
+                Some(_) => return Err(trailing_garbage()),
+            }
+        }
+    }
+}
+
+fn trailing_garbage() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the gzip data is followed by bytes that are neither another gzip member nor zero \
+         padding (gzip -d reports \"trailing garbage\" and fails)",
+    )
 }
 
 /// Walks the entries of the archive at `ctx.path` under `limits`, calling
@@ -1002,8 +1099,9 @@ fn walk(
         header_budget: Cell::new(None),
         hit: Cell::new(None),
     });
+    let (inner, compression) = open_archive(ctx)?;
     let reader = MeteredReader {
-        inner: open_archive(ctx)?,
+        inner,
         meter: Rc::clone(&meter),
     };
     let map = |fail: Fail| -> ExtractError {
@@ -1032,7 +1130,7 @@ fn walk(
         let next = entries.next();
         meter.header_budget.set(None);
         let mut entry = match next {
-            None => return Ok(()),
+            None => break,
             Some(Err(e)) => return Err(map(e.into())),
             Some(Ok(entry)) => entry,
         };
@@ -1068,6 +1166,33 @@ fn walk(
             )));
         }
     }
+    // The end of the tar archive. A compressed stream is read to its end, as
+    // `tar -x` through `gzip -d`, `xz -d` or `zstd -d` does: the compressor's
+    // own checks (CRC, xz check, zstd checksum) of the last bytes run, and
+    // data after the last member, stream or frame is refused as those tools
+    // refuse it (zero padding after gzip and xz is fine). After a plain tar,
+    // GNU tar ignores whatever follows the end-of-archive blocks; so does this.
+    if let Some(compression) = compression {
+        let mut reader = archive.into_inner();
+        loop {
+            match reader.read(&mut sink_buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if meter.hit.get().is_some() => return Err(map(e.into())),
+                Err(e) => {
+                    return Err(ctx.io(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the {compression} data after the end of the tar archive cannot be \
+                             read: {e}"
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a [`VerifyingReader`] failed.
