@@ -250,7 +250,7 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
     let spec =
         crate::lock::merge_lock(spec, &opts.spec).map_err(|e| BuildError::Lock(Box::new(e)))?;
     if let Some(expires) = spec.expires
-        && expires <= Timestamp::now()
+        && bundle_spec::time::is_expired(spec.expires, Timestamp::now())
     {
         return Err(BuildError::Expired {
             path: opts.spec.clone(),

@@ -360,14 +360,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             progress.finish();
             let v = result.with_context(|| format!("{} refused", bundle.display()))?;
             let m = &v.manifest;
-            let expired = m.expires.is_some_and(|e| e <= Timestamp::now());
+            let now = Timestamp::now();
+            let expired = bundle_spec::time::is_expired(m.expires, now);
             if json {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "bundle": bundle, "ok": true, "name": m.name, "version": m.version, "serial": m.serial,
                         "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256,
-                        "artifacts": m.artifacts.len(), "artifact_bytes": v.artifact_bytes, "size": size, "expired": expired,
+                        "artifacts": m.artifacts.len(), "artifact_bytes": v.artifact_bytes, "size": size,
+                        "created": m.created, "expires": m.expires, "now": now, "expired": expired,
                     }))?
                 );
             } else {
@@ -381,6 +383,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     m.artifacts.len(),
                     HumanBytes(v.artifact_bytes)
                 );
+                outln!("  created {}", m.created);
+                outln!("  {}", bundle_spec::time::describe_expiry(m.expires, now));
                 if expired {
                     eprintln!(
                         "warning: the bundle expired at {}; install-bundle will refuse it",

@@ -229,16 +229,22 @@ fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
         m.artifacts.len(),
         v.artifact_bytes
     ));
-    if let Some(e) = m.expires
-        && e <= Timestamp::now()
-    {
+    let now = Timestamp::now();
+    let expired = bundle_spec::time::is_expired(m.expires, now);
+    out.line(&format!("  created {}", m.created));
+    out.line(&format!(
+        "  {}",
+        bundle_spec::time::describe_expiry(m.expires, now)
+    ));
+    if let Some(e) = m.expires.filter(|_| expired) {
         out.warn(&format!(
             "the bundle expired at {e}; installing it will be refused"
         ));
     }
     Ok(
         json!({"result": "verified", "name": m.name, "version": m.version, "serial": m.serial,
-              "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256, "artifact_bytes": v.artifact_bytes}),
+              "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256, "artifact_bytes": v.artifact_bytes,
+              "created": m.created, "expires": m.expires, "now": now, "expired": expired}),
     )
 }
 

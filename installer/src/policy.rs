@@ -29,7 +29,7 @@ pub fn check(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(expires) = manifest.expires
-        && expires <= now
+        && bundle_spec::time::is_expired(manifest.expires, now)
     {
         problems.push(format!(
             "bundle {} {} expired at {expires} (now {now}); ask for a newly built bundle",

@@ -82,17 +82,7 @@ impl Case {
             assert!(!bundle.exists());
             // ...so the bundle is made as another tool would: the good one
             // with the hostile archive swapped in, re-signed.
-            let mut entries = kit::read_entries(&built);
-            let path = format!("artifacts/{archive}");
-            let i = entries.iter().position(|e| e.name() == path).unwrap();
-            let mut entry = RawEntry::file("x", hostile.clone());
-            entry.set_name(&path);
-            entries[i] = entry;
-            kit::edit_manifest(&mut entries, &kit::secret_key(&f.keys.secret), |m| {
-                m["artifacts"][archive]["sha256"] = kit::sha256_hex(&hostile).into();
-                m["artifacts"][archive]["size"] = hostile.len().into();
-            });
-            kit::write_entries(&entries, &bundle);
+            kit::replace_artifact(&built, &bundle, archive, &hostile, &f.keys.secret);
         }
         let root = f.root("root");
         // Something worth stealing or overwriting.
