@@ -26,8 +26,14 @@ macro_rules! outln {
     }};
 }
 
-/// Exit code when a bundle fails verification.
+/// Exit code when a bundle fails verification, or a trusted key given to
+/// check it cannot be used (as `install-bundle` exits then).
 const EXIT_VERIFY: u8 = 3;
+
+/// A `--key` public key file of `verify` or `inspect` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct TrustedKeyError(bundler::keys::KeysError);
 
 #[derive(Parser)]
 #[command(
@@ -171,7 +177,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ReadError>().is_some() {
+            if e.downcast_ref::<ReadError>().is_some()
+                || e.downcast_ref::<TrustedKeyError>().is_some()
+            {
                 ExitCode::from(EXIT_VERIFY)
             } else {
                 ExitCode::FAILURE
@@ -345,7 +353,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             quiet,
         } => {
-            let trusted = load_trusted(&keys)?;
+            let trusted = load_trusted(&keys).map_err(TrustedKeyError)?;
             let file =
                 File::open(&bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -408,7 +416,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "NOT checked (pass --key PUB to check)".to_owned(),
                 )
             } else {
-                let trusted = load_trusted(&keys)?;
+                let trusted = load_trusted(&keys).map_err(TrustedKeyError)?;
                 let r = BundleReader::open(open()?, &trusted, &limits)
                     .with_context(|| format!("{} refused", bundle.display()))?;
                 (

@@ -208,8 +208,7 @@ fn read_failure(bundle: &str, e: ReadError) -> Failure {
 
 fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
-    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys)
-        .map_err(|e| Failure::verify(e.to_string()))?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
     let reader = BundleReader::open(open_input(&a.bundle)?, &trusted, &Limits::default())
         .map_err(|e| read_failure(&a.bundle, e))?;
     out.set_total(reader.manifest().total_artifact_bytes());
@@ -363,8 +362,7 @@ fn install(a: &InstallArgs, out: &Out) -> Result<serde_json::Value, Failure> {
         .as_deref()
         .ok_or_else(|| Failure::usage("a BUNDLE is required".into()))?;
     let root = root_of(&a.common)?;
-    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys)
-        .map_err(|e| Failure::verify(e.to_string()))?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
     let state = StateDir::open(&root).map_err(|e| match e {
         install_bundle::stage::StateError::Locked(_) => Failure::refused(e.to_string()),
         other => Failure::other(other.to_string()),
