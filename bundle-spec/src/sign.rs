@@ -51,12 +51,13 @@ impl fmt::Debug for KeyId {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {error}")]
     Read {
         /// The file.
         path: String,
-        /// The cause.
-        source: io::Error,
+        /// The cause (part of the message, so that every program prints
+        /// the same words, not chained as a source).
+        error: io::Error,
     },
     /// Not in minisign's format.
     #[error("{what} is not a minisign key: {reason}")]
@@ -304,9 +305,9 @@ impl PublicKey {
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let err = |source| KeyError::Read {
+    let err = |error| KeyError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(err)?;
     let mut bytes = Vec::new();

@@ -360,3 +360,24 @@ fn signature_files_are_accepted_exactly_when_minisign_accepts_them() {
     }
     assert_eq!(checked, 2 * MANGLES.len());
 }
+
+/// A key file that cannot be read at all: both programs exit 3 with the
+/// same message.
+#[test]
+fn missing_key_file_gets_the_same_words_from_both_programs() {
+    let s = Setup::new();
+    let (_, secret) = s.keys(false, "release");
+    s.build(&secret, "b.tar.zst").code(0);
+    let b = s.path("b.tar.zst").display().to_string();
+    let missing = s.path("nowhere.pub").display().to_string();
+    let ours = run(
+        &bundler(),
+        ["verify", &b, "--key", &missing, "--quiet"],
+        &[],
+    );
+    let theirs = run(&installer(), ["verify", &b, "--trusted-key", &missing], &[]);
+    ours.code(3)
+        .stderr_has(&format!("error: cannot read key file {missing}: "));
+    theirs.code(3);
+    assert_eq!(ours.stderr.trim_end(), first_line(&theirs.stderr));
+}
