@@ -223,6 +223,9 @@ const HISTORY: usize = 1 << 20;
 /// Bytes generated per write.
 const CHUNK: usize = 4 << 20;
 
+/// The ELF identification and type of an x86-64 executable (`ET_EXEC`).
+const ELF_HEADER: &[u8] = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0\x01\0\0\0";
+
 /// Streams generated content of one kind.
 struct Generator {
     kind: Kind,
@@ -238,11 +241,17 @@ struct Generator {
 
 impl Generator {
     fn new(kind: Kind, seed: u64) -> Self {
+        let mut buf = Vec::with_capacity(HISTORY + CHUNK + 64 * 1024);
+        if kind == Kind::Exec {
+            // Starts like an x86-64 ELF executable, as `bundler` requires of
+            // what a `binary` step installs with an executable mode.
+            buf.extend_from_slice(ELF_HEADER);
+        }
         Self {
             kind,
             rng: Rng::new(seed),
             tables: Tables::new(),
-            buf: Vec::with_capacity(HISTORY + CHUNK + 64 * 1024),
+            buf,
             pending: 0,
             clock: 1_741_939_200_000 + seed % 1_000_000_000,
         }

@@ -4,11 +4,10 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write as _};
 use std::path::{Path, PathBuf};
 
-use bundle_spec::archive::{ArchiveKind, DETECT_BYTES, is_deb};
 use bundle_spec::format::{BUNDLE_EXTENSION, DETACHED_SIGNATURE_EXTENSION, MAX_ZSTD_LEVEL};
 use bundle_spec::names::ArtifactName;
 use bundle_spec::sign::SecretKey;
-use bundle_spec::spec::{Manifest, ManifestArtifact, Spec, Step};
+use bundle_spec::spec::{Manifest, ManifestArtifact, Spec};
 use bundle_spec::validate::{ValidationErrors, parse_spec};
 use bundle_spec::write::{WriteError, WriteOptions, write_bundle};
 use bundle_spec::{Limits, Reporter, Timestamp};
@@ -74,19 +73,14 @@ pub enum BuildError {
     #[error("{0}")]
     Options(String),
     /// Downloads failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Fetch(#[from] FetchErrors),
     /// The cache could not be opened.
     #[error("{0}")]
     Cache(String),
-    /// An artifact does not have the content its step needs.
-    #[error("artifact {name}: {reason}")]
-    Content {
-        /// The artifact.
-        name: ArtifactName,
-        /// Why.
-        reason: String,
-    },
+    /// Artifacts do not have the content their steps need.
+    #[error(transparent)]
+    Unfit(#[from] crate::content::UnfitErrors),
     /// Writing the bundle failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -256,7 +250,7 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
     let spec =
         crate::lock::merge_lock(spec, &opts.spec).map_err(|e| BuildError::Lock(Box::new(e)))?;
     if let Some(expires) = spec.expires
-        && expires <= Timestamp::now()
+        && bundle_spec::time::is_expired(spec.expires, Timestamp::now())
     {
         return Err(BuildError::Expired {
             path: opts.spec.clone(),
@@ -275,7 +269,7 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
     reporter.on_phase("fetch");
     let reqs = requests(&spec, &opts.spec, &spec_dir, false)?;
     let fetched = fetch_all(reqs, &cache, &opts.fetch, reporter)?;
-    check_contents(&spec, &fetched)?;
+    crate::content::check(&spec, &fetched, crate::content::Purpose::Build)?;
 
     // pack + sign
     let manifest = Manifest::from_spec(&spec, created, |name, source| {
@@ -378,43 +372,4 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         size: file_size,
         fetched,
     })
-}
-
-/// Checks that .deb artifacts are Debian packages and extract artifacts are
-/// archives, from their first bytes in the cache.
-fn check_contents(spec: &Spec, fetched: &[Fetched]) -> Result<(), BuildError> {
-    let head = |name: &ArtifactName| -> Result<Vec<u8>, BuildError> {
-        let f = fetched.iter().find(|f| &f.name == name).expect("fetched");
-        let mut buf = Vec::with_capacity(DETECT_BYTES);
-        File::open(&f.path)
-            .and_then(|file| file.take(DETECT_BYTES as u64).read_to_end(&mut buf))
-            .map_err(|e| BuildError::Content {
-                name: name.clone(),
-                reason: format!("cannot read {}: {e}", f.path.display()),
-            })?;
-        Ok(buf)
-    };
-    for step in &spec.steps {
-        match step {
-            Step::Debs(s) => {
-                for a in &s.artifacts {
-                    if !is_deb(&head(a)?) {
-                        return Err(BuildError::Content {
-                            name: a.clone(),
-                            reason: "is listed in a debs step but is not a Debian package (.deb)"
-                                .into(),
-                        });
-                    }
-                }
-            }
-            Step::Extract(s) if ArchiveKind::detect(&head(&s.artifact)?).is_none() => {
-                return Err(BuildError::Content {
-                    name: s.artifact.clone(),
-                    reason: "is used by an extract step but is not a tar, tar.gz, tar.xz or tar.zst archive".into(),
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }

@@ -24,7 +24,8 @@ use bundle_spec::Sha256Digest;
 use bundle_spec::names::ArtifactName;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{
-    CONTENT_RANGE, ETAG, HeaderValue, IF_RANGE, LAST_MODIFIED, RANGE, RETRY_AFTER,
+    CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_RANGE,
+    LAST_MODIFIED, RANGE, RETRY_AFTER,
 };
 use sha2::{Digest as _, Sha256};
 use url::Url;
@@ -145,6 +146,11 @@ pub struct Fetched {
     pub source: String,
     /// Whether the content was already in the cache.
     pub from_cache: bool,
+    /// The `Content-Type` the server sent with it (downloads only).
+    pub content_type: Option<String>,
+    /// The `Content-Encoding` the server sent with it (downloads only).
+    /// bundler never decodes: the bytes are what the server sent.
+    pub content_encoding: Option<String>,
 }
 
 /// Why one source failed to provide an artifact.
@@ -214,6 +220,15 @@ pub enum SourceError {
         reason: String,
         /// Attempts made on this source.
         attempts: u32,
+    },
+    /// A size or digest mismatch of a response that had a `Content-Encoding`:
+    /// the likely cause, which the message names with what to do.
+    #[error("{error}{}", encoding_note(encoding))]
+    Encoded {
+        /// The response's `Content-Encoding` (`gzip`).
+        encoding: String,
+        /// The mismatch.
+        error: Box<SourceError>,
     },
     /// A `file:` source could not be read.
     #[error("{name}: cannot read {}: {source}", path.display())]
@@ -326,6 +341,30 @@ impl fmt::Display for FetchErrors {
 }
 
 impl StdError for FetchErrors {}
+
+/// The explanation added to a size or digest mismatch when the response
+/// was content-encoded: the operator can act on the cause, not on two hashes.
+fn encoding_note(e: &str) -> String {
+    format!(
+        "\n  the response had Content-Encoding: {e}: the server (or a proxy) compressed the \
+             file on the fly, and bundler does not decode content codings, so these are the \
+             encoded bytes, not the file; fix the server or proxy to send the file as it is \
+             (no Content-Encoding), use a mirror that does, or, if the encoded form is what you \
+             want to install, pin what the server sends (remove sha256 and size, run `bundler pin`)"
+    )
+}
+
+/// `error`, wrapped in [`SourceError::Encoded`] when the response had a
+/// content coding (other than `identity`).
+fn with_encoding(error: SourceError, encoding: Option<&str>) -> SourceError {
+    match encoding {
+        Some(e) if !e.is_empty() && !e.eq_ignore_ascii_case("identity") => SourceError::Encoded {
+            encoding: e.to_owned(),
+            error: Box::new(error),
+        },
+        _ => error,
+    }
+}
 
 fn status_text(status: u16) -> String {
     match reqwest::StatusCode::from_u16(status)
@@ -529,6 +568,8 @@ impl Fetcher<'_> {
                         size,
                         source: "cache".to_owned(),
                         from_cache: true,
+                        content_type: None,
+                        content_encoding: None,
                     });
                 }
             }
@@ -587,6 +628,8 @@ impl Fetcher<'_> {
             size: len,
             source: "cache".to_owned(),
             from_cache: true,
+            content_type: None,
+            content_encoding: None,
         }))
     }
 
@@ -640,6 +683,8 @@ impl Fetcher<'_> {
                                 size,
                                 source: url,
                                 from_cache: false,
+                                content_type: partial.content_type.clone(),
+                                content_encoding: partial.content_encoding.clone(),
                             });
                         }
                         Err(error) if partial.inherited => {
@@ -692,21 +737,27 @@ impl Fetcher<'_> {
         if let Some(size) = req.size
             && size != partial.len
         {
-            return Err(SourceError::SizeMismatch {
-                name: req.name.clone(),
-                url: url.to_owned(),
-                expected: size,
-                actual: partial.len,
-            });
+            return Err(with_encoding(
+                SourceError::SizeMismatch {
+                    name: req.name.clone(),
+                    url: url.to_owned(),
+                    expected: size,
+                    actual: partial.len,
+                },
+                partial.content_encoding.as_deref(),
+            ));
         }
         let actual = partial.digest();
         match req.sha256 {
-            Some(expected) if expected != actual => Err(SourceError::Mismatch {
-                name: req.name.clone(),
-                url: url.to_owned(),
-                expected,
-                actual,
-            }),
+            Some(expected) if expected != actual => Err(with_encoding(
+                SourceError::Mismatch {
+                    name: req.name.clone(),
+                    url: url.to_owned(),
+                    expected,
+                    actual,
+                },
+                partial.content_encoding.as_deref(),
+            )),
             _ => Ok(actual),
         }
     }
@@ -918,7 +969,13 @@ impl Fetcher<'_> {
                     if let (Some(total), Some(size)) = (total, req.size)
                         && total != size
                     {
-                        return Err(source_failure(size_error(req, url, size, total)));
+                        return Err(source_failure(size_error(
+                            req,
+                            url,
+                            size,
+                            total,
+                            header_text(&response, CONTENT_ENCODING),
+                        )));
                     }
                 }
                 _ => {
@@ -956,6 +1013,8 @@ impl Fetcher<'_> {
             }
         }
 
+        partial.content_type = header_text(&response, CONTENT_TYPE);
+        partial.content_encoding = header_text(&response, CONTENT_ENCODING);
         let announced = response.content_length();
         if let Some(size) = req.size
             && let Some(len) = announced
@@ -966,6 +1025,7 @@ impl Fetcher<'_> {
                 url,
                 size,
                 partial.len.saturating_add(len),
+                header_text(&response, CONTENT_ENCODING),
             )));
         }
         let min_rate = Some(self.opts.min_rate).filter(|r| r.bytes_per_sec > 0);
@@ -991,12 +1051,15 @@ impl Fetcher<'_> {
             }
             Err(PumpError::TooLarge) => {
                 return Err(Attempt::Fail(Failure::Source {
-                    error: SourceError::TooLarge {
-                        name: name.clone(),
-                        url: url.to_string(),
-                        limit: req.size.unwrap_or_default(),
-                        announced: None,
-                    },
+                    error: with_encoding(
+                        SourceError::TooLarge {
+                            name: name.clone(),
+                            url: url.to_string(),
+                            limit: req.size.unwrap_or_default(),
+                            announced: None,
+                        },
+                        partial.content_encoding.as_deref(),
+                    ),
                     bad_bytes: true,
                 }));
             }
@@ -1069,8 +1132,14 @@ impl Fetcher<'_> {
     }
 }
 
-fn size_error(req: &FetchRequest, url: &Url, size: u64, actual: u64) -> SourceError {
-    if actual > size {
+fn size_error(
+    req: &FetchRequest,
+    url: &Url,
+    size: u64,
+    actual: u64,
+    encoding: Option<String>,
+) -> SourceError {
+    let error = if actual > size {
         SourceError::TooLarge {
             name: req.name.clone(),
             url: url.to_string(),
@@ -1084,7 +1153,16 @@ fn size_error(req: &FetchRequest, url: &Url, size: u64, actual: u64) -> SourceEr
             expected: size,
             actual,
         }
-    }
+    };
+    with_encoding(error, encoding.as_deref())
+}
+
+/// A response header's value as text (lossy), when present.
+fn header_text(response: &Response, name: HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
 }
 
 /// A strong validator (`ETag`, else `Last-Modified`) to send as `If-Range`,
@@ -1195,6 +1273,10 @@ struct Partial {
     inserted: bool,
     /// Keep a non-empty file when dropped, to resume it in a later run.
     keep: bool,
+    /// The `Content-Type` of the last response that wrote to the file.
+    content_type: Option<String>,
+    /// The `Content-Encoding` of the last response that wrote to the file.
+    content_encoding: Option<String>,
 }
 
 impl Partial {
@@ -1224,6 +1306,8 @@ impl Partial {
             inherited: len > 0,
             inserted: false,
             keep,
+            content_type: None,
+            content_encoding: None,
         })
     }
 
@@ -1233,6 +1317,8 @@ impl Partial {
         self.hasher = Sha256::new();
         self.len = 0;
         self.inherited = false;
+        self.content_type = None;
+        self.content_encoding = None;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The `bundler` library: fetch → verify → pack → sign.
 pub mod build;
 pub mod cache;
+pub mod content;
 pub mod fetch;
 pub mod keys;
 pub mod lock;

@@ -26,8 +26,14 @@ macro_rules! outln {
     }};
 }
 
-/// Exit code when a bundle fails verification.
+/// Exit code when a bundle fails verification, or a trusted key given to
+/// check it cannot be used (as `install-bundle` exits then).
 const EXIT_VERIFY: u8 = 3;
+
+/// A `--key` public key file of `verify` or `inspect` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct TrustedKeyError(bundler::keys::KeysError);
 
 #[derive(Parser)]
 #[command(
@@ -171,7 +177,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ReadError>().is_some() {
+            if e.downcast_ref::<ReadError>().is_some()
+                || e.downcast_ref::<TrustedKeyError>().is_some()
+            {
                 ExitCode::from(EXIT_VERIFY)
             } else {
                 ExitCode::FAILURE
@@ -345,7 +353,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             quiet,
         } => {
-            let trusted = load_trusted(&keys)?;
+            let trusted = load_trusted(&keys).map_err(TrustedKeyError)?;
             let file =
                 File::open(&bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -360,14 +368,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             progress.finish();
             let v = result.with_context(|| format!("{} refused", bundle.display()))?;
             let m = &v.manifest;
-            let expired = m.expires.is_some_and(|e| e <= Timestamp::now());
+            let now = Timestamp::now();
+            let expired = bundle_spec::time::is_expired(m.expires, now);
             if json {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "bundle": bundle, "ok": true, "name": m.name, "version": m.version, "serial": m.serial,
                         "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256,
-                        "artifacts": m.artifacts.len(), "artifact_bytes": v.artifact_bytes, "size": size, "expired": expired,
+                        "artifacts": m.artifacts.len(), "artifact_bytes": v.artifact_bytes, "size": size,
+                        "created": m.created, "expires": m.expires, "now": now, "expired": expired,
                     }))?
                 );
             } else {
@@ -381,6 +391,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     m.artifacts.len(),
                     HumanBytes(v.artifact_bytes)
                 );
+                outln!("  created {}", m.created);
+                outln!("  {}", bundle_spec::time::describe_expiry(m.expires, now));
                 if expired {
                     eprintln!(
                         "warning: the bundle expired at {}; install-bundle will refuse it",
@@ -404,7 +416,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "NOT checked (pass --key PUB to check)".to_owned(),
                 )
             } else {
-                let trusted = load_trusted(&keys)?;
+                let trusted = load_trusted(&keys).map_err(TrustedKeyError)?;
                 let r = BundleReader::open(open()?, &trusted, &limits)
                     .with_context(|| format!("{} refused", bundle.display()))?;
                 (

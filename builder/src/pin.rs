@@ -27,6 +27,8 @@ pub fn pin(
     let cache = Cache::open(cache).map_err(|e| BuildError::Cache(e.to_string()))?;
     reporter.on_phase("fetch");
     let fetched = fetch_all(reqs, &cache, fetch, reporter)?;
+    // Before the spec is touched: does each download fit the steps using it?
+    crate::content::check(&spec, &fetched, crate::content::Purpose::Pin)?;
 
     let io_err = |source| BuildError::ReadSpec {
         path: spec_path.to_owned(),

@@ -54,6 +54,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod extract;
 pub mod format;
 pub mod limits;
 pub mod names;

@@ -51,12 +51,13 @@ impl fmt::Debug for KeyId {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {error}")]
     Read {
         /// The file.
         path: String,
-        /// The cause.
-        source: io::Error,
+        /// The cause (part of the message, so that every program prints
+        /// the same words, not chained as a source).
+        error: io::Error,
     },
     /// Not in minisign's format.
     #[error("{what} is not a minisign key: {reason}")]
@@ -115,26 +116,102 @@ pub enum SignatureError {
     },
 }
 
-fn decode_key_line(
-    text: &str,
-    what: &str,
-    min_lines: usize,
-) -> Result<(String, Vec<u8>), KeyError> {
-    let fmt_err = |reason: &str| KeyError::Format {
+/// Longest first line (the untrusted comment) minisign reads whole, in
+/// bytes without the line end: it reads lines with `fgets` into a 1024-byte
+/// buffer, so a longer comment spills into what it takes as the next line.
+pub const MAX_UNTRUSTED_COMMENT_LINE: usize = 1022;
+
+/// The lines of a minisign key or signature file, read as minisign reads
+/// them: lines end at `\n`; a line's text ends at its first `\r` or `\n`
+/// (minisign's `trim`), so CRLF files and a missing final newline read
+/// alike; lines after the ones needed are never read. Errors say how the
+/// text differs from what minisign reads.
+fn minisign_lines(bytes: &[u8], needed: usize) -> Result<Vec<&[u8]>, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let mut pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if bytes.ends_with(b"\n") {
+        // The final line end leaves an empty piece, which is no line.
+        pieces.pop();
+    }
+    if pieces.len() < needed && !bytes.contains(&b'\n') && bytes.contains(&b'\r') {
+        return Err(
+            "its lines end in a carriage return only (classic Mac OS line endings), which \
+             minisign cannot read either: convert them to LF or CRLF"
+                .into(),
+        );
+    }
+    if pieces.len() < needed {
+        return Err(format!(
+            "it has {} line{}, minisign needs {needed}",
+            pieces.len(),
+            if pieces.len() == 1 { "" } else { "s" }
+        ));
+    }
+    // Counted with a `\r` before the `\n`, which `fgets` reads too.
+    if pieces[0].len() > MAX_UNTRUSTED_COMMENT_LINE {
+        return Err(format!(
+            "its first line (the untrusted comment) is longer than the \
+             {MAX_UNTRUSTED_COMMENT_LINE} bytes minisign reads: shorten it"
+        ));
+    }
+    let lines = pieces
+        .into_iter()
+        .take(needed)
+        .map(|l| l.split(|&b| b == b'\r').next().unwrap_or_default())
+        .collect();
+    Ok(lines)
+}
+
+/// Decodes a base64 line of a minisign file (`line` is its 1-based
+/// number, `what` what it holds), as strictly as minisign (libsodium,
+/// standard alphabet with padding, nothing else on the line).
+fn decode_base64_line(raw: &[u8], line: usize, what: &str) -> Result<Vec<u8>, String> {
+    if raw.is_empty() {
+        return Err(format!(
+            "line {line}, where the {what} must be, is empty (an extra blank line?)"
+        ));
+    }
+    if raw.starts_with(UNTRUSTED_COMMENT_PREFIX.as_bytes())
+        || raw.starts_with(TRUSTED_COMMENT_PREFIX.as_bytes())
+    {
+        return Err(format!(
+            "line {line}, where the {what} must be, is a comment line (an extra line before it?)"
+        ));
+    }
+    if raw.first().is_some_and(u8::is_ascii_whitespace)
+        || raw.last().is_some_and(u8::is_ascii_whitespace)
+    {
+        return Err(format!(
+            "line {line} (the {what}) has white space before or after the base64 text, which \
+             minisign refuses too: remove it"
+        ));
+    }
+    B64.decode(raw)
+        .map_err(|e| format!("line {line} (the {what}) is not base64: {e}"))
+}
+
+/// The bytes of line 2 of a minisign key file; line 1 is an untrusted
+/// comment that minisign does not check (any text, a UTF-8 byte order mark
+/// included), and what follows line 2 is ignored, as by minisign.
+fn decode_key_file(bytes: &[u8], what: &str) -> Result<Vec<u8>, KeyError> {
+    let fmt_err = |reason: String| KeyError::Format {
         what: what.to_owned(),
-        reason: reason.to_owned(),
+        reason,
     };
-    let mut lines = text.lines();
-    let comment = lines.next().ok_or_else(|| fmt_err("empty file"))?;
-    let comment = comment
-        .strip_prefix(UNTRUSTED_COMMENT_PREFIX)
-        .ok_or_else(|| fmt_err("first line must start with \"untrusted comment: \""))?;
-    let data = lines.next().ok_or_else(|| fmt_err("missing key line"))?;
-    let _ = min_lines;
-    let bytes = B64
-        .decode(data.trim())
-        .map_err(|e| fmt_err(&format!("bad base64: {e}")))?;
-    Ok((comment.to_owned(), bytes))
+    let lines = minisign_lines(bytes, 2).map_err(|reason| {
+        if reason.starts_with("it has 1 line") {
+            fmt_err(
+                "it has only one line; the key must be on line 2, after an untrusted comment \
+                 line (minisign reads it from there)"
+                    .into(),
+            )
+        } else {
+            fmt_err(reason)
+        }
+    })?;
+    decode_base64_line(lines[1], 2, "key").map_err(fmt_err)
 }
 
 /// An Ed25519 public key with its minisign key id.
@@ -155,7 +232,15 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     /// Parses a minisign public key file's text (`what` names it in errors).
     pub fn parse(text: &str, what: &str) -> Result<Self, KeyError> {
-        let (_, bytes) = decode_key_line(text, what, 2)?;
+        Self::parse_bytes(text.as_bytes(), what)
+    }
+
+    /// Parses a minisign public key file as minisign reads it: line 1 is
+    /// an untrusted comment (not checked), line 2 the key, later lines are
+    /// ignored; CRLF line ends and a missing final newline are fine, white
+    /// space around the key is not.
+    pub fn parse_bytes(bytes: &[u8], what: &str) -> Result<Self, KeyError> {
+        let bytes = decode_key_file(bytes, what)?;
         Self::from_bytes(&bytes, what)
     }
 
@@ -179,8 +264,8 @@ impl PublicKey {
 
     /// Reads a minisign public key file.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let text = read_small(path)?;
-        Self::parse(&text, &path.display().to_string())
+        let bytes = read_small(path)?;
+        Self::parse_bytes(&bytes, &path.display().to_string())
     }
 
     /// The 42-byte binary form.
@@ -219,17 +304,15 @@ impl PublicKey {
     }
 }
 
-fn read_small(path: &Path) -> Result<String, KeyError> {
-    let err = |source| KeyError::Read {
+fn read_small(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let err = |error| KeyError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(err)?;
-    let mut text = String::new();
-    file.take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(err)?;
-    Ok(text)
+    let mut bytes = Vec::new();
+    file.take(64 * 1024).read_to_end(&mut bytes).map_err(err)?;
+    Ok(bytes)
 }
 
 fn global_message(signature: &[u8; 64], trusted_comment: &str) -> Vec<u8> {
@@ -390,7 +473,18 @@ impl SecretKey {
         what: &str,
         passphrase: &mut dyn FnMut() -> Option<String>,
     ) -> Result<Self, KeyError> {
-        let (_, bytes) = decode_key_line(text, what, 2)?;
+        Self::parse_bytes(text.as_bytes(), what, passphrase)
+    }
+
+    /// Parses a secret key file as minisign reads it (see
+    /// [`PublicKey::parse_bytes`]). `passphrase` is asked for only when the
+    /// key is encrypted.
+    pub fn parse_bytes(
+        bytes: &[u8],
+        what: &str,
+        passphrase: &mut dyn FnMut() -> Option<String>,
+    ) -> Result<Self, KeyError> {
+        let bytes = decode_key_file(bytes, what)?;
         let fmt_err = |reason: String| KeyError::Format {
             what: what.to_owned(),
             reason,
@@ -443,8 +537,8 @@ impl SecretKey {
         path: &Path,
         passphrase: &mut dyn FnMut() -> Option<String>,
     ) -> Result<Self, KeyError> {
-        let text = read_small(path)?;
-        Self::parse(&text, &path.display().to_string(), passphrase)
+        let bytes = read_small(path)?;
+        Self::parse_bytes(&bytes, &path.display().to_string(), passphrase)
     }
 
     /// Signs a BLAKE2b-512 digest (see [`prehash`]) with a trusted comment.
@@ -548,52 +642,48 @@ pub struct Signature {
 }
 
 impl Signature {
-    /// Parses a minisign signature file's text.
+    /// Parses a minisign signature file's text as minisign reads it: the
+    /// untrusted comment line (which must start with `untrusted comment: `),
+    /// the signature, the trusted comment line, the global signature;
+    /// anything after the fourth line is ignored; CRLF line ends and a
+    /// missing final newline are fine, white space around the base64 text
+    /// or a byte order mark before the first line are not.
     pub fn parse(text: &str) -> Result<Self, SignatureError> {
-        let bad = |m: &str| SignatureError::Malformed(m.to_owned());
-        let mut lines = text.split('\n');
-        let untrusted = lines
-            .next()
-            .and_then(|l| l.strip_prefix(UNTRUSTED_COMMENT_PREFIX))
-            .ok_or_else(|| bad("first line must start with \"untrusted comment: \""))?;
-        let sig = B64
-            .decode(
-                lines
-                    .next()
-                    .ok_or_else(|| bad("missing signature line"))?
-                    .trim_end_matches('\r'),
-            )
-            .map_err(|_| bad("signature line is not base64"))?;
+        let bad = |m: String| SignatureError::Malformed(m);
+        let lines = minisign_lines(text.as_bytes(), 4).map_err(bad)?;
+        let text_of = |l: &[u8]| String::from_utf8_lossy(l).into_owned();
+        let Some(untrusted) = lines[0].strip_prefix(UNTRUSTED_COMMENT_PREFIX.as_bytes()) else {
+            return Err(bad(if lines[0].starts_with(b"\xef\xbb\xbf") {
+                "it starts with a UTF-8 byte order mark, which minisign refuses too: save it \
+                 without one"
+                    .into()
+            } else {
+                format!("the first line must start with \"{UNTRUSTED_COMMENT_PREFIX}\"")
+            }));
+        };
+        let sig = decode_base64_line(lines[1], 2, "signature").map_err(bad)?;
         if sig.len() != 74 {
-            return Err(bad(&format!(
-                "signature line holds {} bytes, expected 74",
+            return Err(bad(format!(
+                "the signature line holds {} bytes, expected 74",
                 sig.len()
             )));
         }
-        let trusted = lines
-            .next()
-            .and_then(|l| l.strip_prefix(TRUSTED_COMMENT_PREFIX))
-            .ok_or_else(|| bad("third line must start with \"trusted comment: \""))?
-            .trim_end_matches('\r');
-        let global = B64
-            .decode(
-                lines
-                    .next()
-                    .ok_or_else(|| bad("missing global signature line"))?
-                    .trim_end_matches('\r'),
-            )
-            .map_err(|_| bad("global signature line is not base64"))?;
+        let Some(trusted) = lines[2].strip_prefix(TRUSTED_COMMENT_PREFIX.as_bytes()) else {
+            return Err(bad(format!(
+                "the third line must start with \"{TRUSTED_COMMENT_PREFIX}\""
+            )));
+        };
+        let trusted = std::str::from_utf8(trusted)
+            .map_err(|_| bad("the trusted comment is not UTF-8 text".into()))?;
+        let global = decode_base64_line(lines[3], 4, "global signature").map_err(bad)?;
         if global.len() != 64 {
-            return Err(bad(&format!(
-                "global signature holds {} bytes, expected 64",
+            return Err(bad(format!(
+                "the global signature holds {} bytes, expected 64",
                 global.len()
             )));
         }
-        if lines.any(|l| !l.trim().is_empty()) {
-            return Err(bad("unexpected data after the global signature"));
-        }
         Ok(Self {
-            untrusted_comment: untrusted.trim_end_matches('\r').to_owned(),
+            untrusted_comment: text_of(untrusted),
             algorithm: sig[..2].try_into().expect("2 bytes"),
             key_id: KeyId(sig[2..10].try_into().expect("8 bytes")),
             signature: sig[10..74].try_into().expect("64 bytes"),
@@ -796,6 +886,44 @@ IsDUzcIdC5vYb8pv13RjfV4sdhSBWu0rq6GX0hLDZyp+A6F4pEEj1L8sbHQwk0cSBwvAhrNaQZNweJz0
         assert_eq!(scrypt_params(SCRYPT_OPSLIMIT, SCRYPT_MEMLIMIT), (20, 8, 1));
         // libsodium's interactive limits give N = 2^14, r = 8, p = 1.
         assert_eq!(scrypt_params(524_288, 16_777_216), (14, 8, 1));
+    }
+
+    #[test]
+    fn key_files_are_read_as_minisign_reads_them() {
+        let text = test_key().public().to_file_string();
+        let key = test_key().public();
+        let ok = |bytes: Vec<u8>| PublicKey::parse_bytes(&bytes, "k").unwrap();
+        assert_eq!(ok(text.replace('\n', "\r\n").into_bytes()), key);
+        assert_eq!(ok(text.trim_end().as_bytes().to_vec()), key);
+        assert_eq!(ok([b"\xef\xbb\xbf", text.as_bytes()].concat()), key);
+        assert_eq!(ok(format!("{text}junk\n").into_bytes()), key);
+        let key_line = text.lines().nth(1).unwrap();
+        assert_eq!(
+            ok(format!("any comment at all\n{key_line}").into_bytes()),
+            key
+        );
+        let err = |bytes: Vec<u8>| PublicKey::parse_bytes(&bytes, "k").unwrap_err().to_string();
+        assert!(err(format!("c\n{key_line} \n").into_bytes()).contains("white space"));
+        assert!(err(format!("\n{text}").into_bytes()).contains("is a comment line"));
+        assert!(err(text.replace('\n', "\r").into_bytes()).contains("carriage return only"));
+        assert!(err(format!("{key_line}\n").into_bytes()).contains("only one line"));
+        assert!(err(Vec::new()).contains("empty"));
+        let long = format!(
+            "{}\n{key_line}\n",
+            "c".repeat(MAX_UNTRUSTED_COMMENT_LINE + 1)
+        );
+        assert!(err(long.into_bytes()).contains("longer than"));
+    }
+
+    #[test]
+    fn signature_files_are_read_as_minisign_reads_them() {
+        let text = test_key().sign(b"data", "c", "u").to_file_string();
+        let sig = Signature::parse(&text).unwrap();
+        assert_eq!(Signature::parse(&text.replace('\n', "\r\n")).unwrap(), sig);
+        assert_eq!(Signature::parse(text.trim_end()).unwrap(), sig);
+        assert_eq!(Signature::parse(&format!("{text}more\n")).unwrap(), sig);
+        let bom = Signature::parse(&format!("\u{feff}{text}")).unwrap_err();
+        assert!(bom.to_string().contains("byte order mark"), "{bom}");
     }
 
     #[test]

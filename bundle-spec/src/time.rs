@@ -49,6 +49,49 @@ impl Timestamp {
     }
 }
 
+/// The rule of a bundle's `expires`: a bundle is valid while `now <
+/// expires` and expired from the instant `expires` on, at exactly `expires`
+/// too. `install-bundle` refuses an expired bundle, `bundler build` refuses
+/// to build one, and both `verify` commands warn. Timestamps are whole
+/// seconds, so the last second a bundle installs is `expires` minus one.
+pub fn is_expired(expires: Option<Timestamp>, now: Timestamp) -> bool {
+    expires.is_some_and(|e| now >= e)
+}
+
+/// The validity window for people: `"expires 2027-12-31T00:00:00Z (in 3
+/// days 4 hours; refused from that instant on)"`, `"expired at ... (2 hours
+/// ago)"` or `"never expires"`, with `now` from the clock of the machine
+/// that says it.
+pub fn describe_expiry(expires: Option<Timestamp>, now: Timestamp) -> String {
+    match expires {
+        None => "never expires".to_owned(),
+        Some(e) if is_expired(expires, now) => format!(
+            "expired at {e} ({} ago by this machine's clock, {now}); install-bundle refuses it",
+            human_span(now.unix().saturating_sub(e.unix()))
+        ),
+        Some(e) => format!(
+            "expires {e} (in {} by this machine's clock, {now}); install-bundle refuses it from \
+             that instant on",
+            human_span(e.unix().saturating_sub(now.unix()))
+        ),
+    }
+}
+
+/// `3 days 4 hours`, `5 hours 2 minutes`, `40 seconds`.
+fn human_span(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let unit = |n: i64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => unit(s, "second"),
+        (0, 0, m) => unit(m, "minute"),
+        (0, h, 0) => unit(h, "hour"),
+        (0, h, m) => format!("{} {}", unit(h, "hour"), unit(m, "minute")),
+        (d, 0, _) => unit(d, "day"),
+        (d, h, _) => format!("{} {}", unit(d, "day"), unit(h, "hour")),
+    }
+}
+
 impl FromStr for Timestamp {
     type Err = TimestampError;
     fn from_str(s: &str) -> Result<Self, TimestampError> {
@@ -83,6 +126,39 @@ impl fmt::Display for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_is_refused_from_the_instant_it_expires() {
+        let e: Timestamp = "2027-12-31T00:00:00Z".parse().unwrap();
+        let at = |d: i64| Timestamp::from_unix(e.unix() + d).unwrap();
+        assert!(!is_expired(Some(e), at(-1)), "one second before: valid");
+        assert!(is_expired(Some(e), at(0)), "at exactly expires: refused");
+        assert!(is_expired(Some(e), at(1)), "after: refused");
+        assert!(
+            !is_expired(None, at(1_000_000_000)),
+            "no expiry: always valid"
+        );
+    }
+
+    #[test]
+    fn expiry_is_described_with_the_time_left() {
+        let e: Timestamp = "2027-12-31T00:00:00Z".parse().unwrap();
+        let at = |d: i64| Timestamp::from_unix(e.unix() + d).unwrap();
+        assert_eq!(
+            describe_expiry(Some(e), at(-(3 * 86_400 + 4 * 3600 + 5))),
+            "expires 2027-12-31T00:00:00Z (in 3 days 4 hours by this machine's clock, \
+             2027-12-27T19:59:55Z); install-bundle refuses it from that instant on"
+        );
+        assert_eq!(
+            describe_expiry(Some(e), at(0)),
+            "expired at 2027-12-31T00:00:00Z (0 seconds ago by this machine's clock, \
+             2027-12-31T00:00:00Z); install-bundle refuses it"
+        );
+        assert_eq!(describe_expiry(None, at(0)), "never expires");
+        assert_eq!(human_span(1), "1 second");
+        assert_eq!(human_span(3660), "1 hour 1 minute");
+        assert_eq!(human_span(86_400), "1 day");
+    }
 
     #[test]
     fn round_trips_and_normalizes_to_utc() {

@@ -719,6 +719,10 @@ pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, String> {
 
 /// Compiles an `extract` step's `include` globs: `*` and `?` do not match `/`,
 /// `**` matches across directories, `{a,b}` and `[..]` work as in a shell.
+/// A glob's leading `./` is dropped. The extract reader selects a member when
+/// the set matches its name as stored (as `tar -t` lists it, without a
+/// trailing `/`) or that name without its leading `./`, so `./bin/x`,
+/// `bin/x` and `*/x` all select a stored `./bin/x`.
 pub fn compile_include(globs: &[String]) -> Result<globset::GlobSet, String> {
     let mut set = globset::GlobSetBuilder::new();
     for g in globs {

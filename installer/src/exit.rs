@@ -84,6 +84,13 @@ impl Failure {
     pub fn verify(message: String) -> Self {
         Self::new(Kind::Verify, message, Vec::new())
     }
+    /// Exit 3: a trusted key file cannot be used. The message is the key
+    /// error's, word for word what `bundler verify` says of the same file.
+    pub fn key(e: bundle_spec::sign::KeyError) -> Self {
+        let mut f = Self::new(Kind::Verify, e.to_string(), Vec::new());
+        f.hint = Some("nothing was changed: fix or replace the key file".into());
+        f
+    }
     /// Exit 4, one problem.
     pub fn refused(message: String) -> Self {
         Self::new(Kind::Refused, message, Vec::new())

@@ -213,8 +213,7 @@ fn read_failure(bundle: &str, e: ReadError) -> Failure {
 
 fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
-    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys)
-        .map_err(|e| Failure::verify(e.to_string()))?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
     let reader = BundleReader::open(open_input(&a.bundle)?, &trusted, &Limits::default())
         .map_err(|e| read_failure(&a.bundle, e))?;
     out.set_total(reader.manifest().total_artifact_bytes());
@@ -234,16 +233,22 @@ fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
         m.artifacts.len(),
         v.artifact_bytes
     ));
-    if let Some(e) = m.expires
-        && e <= Timestamp::now()
-    {
+    let now = Timestamp::now();
+    let expired = bundle_spec::time::is_expired(m.expires, now);
+    out.line(&format!("  created {}", m.created));
+    out.line(&format!(
+        "  {}",
+        bundle_spec::time::describe_expiry(m.expires, now)
+    ));
+    if let Some(e) = m.expires.filter(|_| expired) {
         out.warn(&format!(
             "the bundle expired at {e}; installing it will be refused"
         ));
     }
     Ok(
         json!({"result": "verified", "name": m.name, "version": m.version, "serial": m.serial,
-              "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256, "artifact_bytes": v.artifact_bytes}),
+              "key_id": v.key_id.to_string(), "manifest_sha256": v.manifest_sha256, "artifact_bytes": v.artifact_bytes,
+              "created": m.created, "expires": m.expires, "now": now, "expired": expired}),
     )
 }
 
@@ -381,8 +386,7 @@ fn install(a: &InstallArgs, out: &Out) -> Result<serde_json::Value, Failure> {
         .as_deref()
         .ok_or_else(|| Failure::usage("a BUNDLE is required".into()))?;
     let root = root_of(&a.common)?;
-    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys)
-        .map_err(|e| Failure::verify(e.to_string()))?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
     let state = StateDir::open(&root).map_err(|e| match e {
         install_bundle::stage::StateError::Locked(_) => Failure::refused(e.to_string()),
         other => Failure::other(other.to_string()),

@@ -29,7 +29,7 @@ pub fn check(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(expires) = manifest.expires
-        && expires <= now
+        && bundle_spec::time::is_expired(manifest.expires, now)
     {
         problems.push(format!(
             "bundle {} {} expired at {expires} (now {now}); ask for a newly built bundle",
@@ -106,4 +106,44 @@ pub fn os_release(root: &Root) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The installer refuses a bundle from the instant it expires: one
+    /// second before `expires` it has no expiry problem, at `expires` and
+    /// after it has one (the clock is passed in, not read).
+    #[test]
+    fn expiry_is_refused_at_exactly_expires() {
+        let spec = bundle_spec::validate::parse_spec(
+            br#"{"apiVersion": "bundle/v1", "name": "w", "version": "1", "serial": 1,
+                "expires": "2027-12-31T00:00:00Z",
+                "target": {"os": "linux", "arch": "amd64"}, "artifacts": {},
+                "steps": [{"kind": "directory", "paths": ["/opt/x"]}]}"#,
+            &bundle_spec::Limits::default(),
+        )
+        .unwrap();
+        let manifest =
+            Manifest::from_spec(&spec, Timestamp::from_unix(0).unwrap(), |_, _| None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let expires = manifest.expires.unwrap().unix();
+        let expired_at = |d: i64| {
+            check(
+                &manifest,
+                "x",
+                None,
+                Downgrade::Refuse,
+                &root,
+                Timestamp::from_unix(expires + d).unwrap(),
+            )
+            .iter()
+            .any(|p| p.contains("expired at 2027-12-31T00:00:00Z"))
+        };
+        assert!(!expired_at(-1));
+        assert!(expired_at(0));
+        assert!(expired_at(1));
+    }
 }

@@ -207,6 +207,28 @@ pub fn edit_manifest(
     resign(entries, bytes, key);
 }
 
+/// Writes to `out` the bundle `bundle` with artifact `name`'s bytes replaced
+/// by `data`, the manifest's sha256 and size updated and re-signed by the
+/// unencrypted secret key file `secret`: an authentic bundle that `bundler`
+/// would refuse to build (it reads every archive with the installer's
+/// reader), as an older bundler or another tool could make it.
+pub fn replace_artifact(bundle: &Path, out: &Path, name: &str, data: &[u8], secret: &Path) {
+    let mut entries = read_entries(bundle);
+    let path = format!("artifacts/{name}");
+    let i = entries
+        .iter()
+        .position(|e| e.name() == path)
+        .unwrap_or_else(|| panic!("no entry {path} in {}", bundle.display()));
+    let mut entry = RawEntry::file("x", data.to_vec());
+    entry.set_name(&path);
+    entries[i] = entry;
+    edit_manifest(&mut entries, &secret_key(secret), |m| {
+        m["artifacts"][name]["sha256"] = sha256_hex(data).into();
+        m["artifacts"][name]["size"] = data.len().into();
+    });
+    write_entries(&entries, out);
+}
+
 // ---------------------------------------------------------------------------
 // Hostile-suite helpers: more entry kinds, signatures, in-process verification,
 // zstd frame layout, installer runs, resource measurement, mounts.

@@ -131,6 +131,19 @@ pub enum Behavior {
         /// The `Content-Length` announced.
         declared: usize,
     },
+    /// `200 OK` with the given `Content-Type` and extra headers (such as
+    /// `Content-Encoding: gzip`), `Content-Length` and the whole `body`, as
+    /// sent: no encoding is applied, whatever the headers say, and `Range` is
+    /// ignored. Stands in for a proxy's error page answered with 200
+    /// (`text/html`) and for a server that compresses on the fly.
+    Headers {
+        /// The `Content-Type` sent.
+        content_type: String,
+        /// Further headers, in order.
+        headers: Vec<(String, String)>,
+        /// The bytes sent as the body.
+        body: Vec<u8>,
+    },
     /// Waits `latency` before responding at all, then behaves like
     /// [`Behavior::Body`] (ranges included) delivering the body at about
     /// `bytes_per_sec` (`0` means unlimited). For benchmarks of parallel downloads.
@@ -334,6 +347,16 @@ impl fmt::Debug for Behavior {
                 .debug_struct("Short")
                 .field("body", &Len(body.len()))
                 .field("declared", declared)
+                .finish(),
+            Behavior::Headers {
+                content_type,
+                headers,
+                body,
+            } => f
+                .debug_struct("Headers")
+                .field("content_type", content_type)
+                .field("headers", headers)
+                .field("body", &Len(body.len()))
                 .finish(),
             Behavior::Slow {
                 body,
@@ -692,6 +715,22 @@ fn serve_behavior(
                     ("Content-Length", declared.to_string()),
                 ],
             )?;
+            if ctx.head_only {
+                return Ok(());
+            }
+            stream.write_all(body)
+        }
+        Behavior::Headers {
+            content_type,
+            headers,
+            body,
+        } => {
+            let mut head: Vec<(&str, String)> = vec![
+                ("Content-Type", content_type.clone()),
+                ("Content-Length", body.len().to_string()),
+            ];
+            head.extend(headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            send_head(stream, 200, &head)?;
             if ctx.head_only {
                 return Ok(());
             }

@@ -14,14 +14,19 @@ use bundle_tests::server::{Behavior, Server};
 /// Deterministic, incompressible bytes.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
+    let mut v: Vec<u8> = (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x >> 24) as u8
         })
-        .collect()
+        .collect();
+    // `binary` steps install executables: bundler checks for an ELF or `#!`.
+    if len >= 2 {
+        v[..2].copy_from_slice(b"#!");
+    }
+    v
 }
 
 struct Setup {

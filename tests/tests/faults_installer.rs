@@ -394,8 +394,9 @@ fn target_filesystem_filled_mid_apply_is_rolled_back() {
         .collect();
     std::fs::write(f.path("files/big.bin"), &big).unwrap();
     drop(big);
-    let first =
-        [serde_json::json!({"kind": "binary", "artifact": "big", "dest": "/opt/big/big.bin"})];
+    let first = [
+        serde_json::json!({"kind": "binary", "artifact": "big", "dest": "/opt/big/big.bin", "mode": "0644"}),
+    ];
     let (bundle, installed) = files_only(&f, &first, &[("big", "file:files/big.bin")]);
     let staging = f.path("staging");
     let staging_arg = staging.to_str().unwrap().to_owned();

@@ -1,10 +1,13 @@
 //! Hostile upstream tarballs inside `extract` artifacts (issue #5, case 6),
-//! end to end: the tarball is pinned by the spec, so `bundler build` packs it
-//! and signs it and `bundler verify` accepts the bundle (it is authentic);
-//! `install-bundle` must refuse it by policy (exit 4) before changing
-//! anything: the root's tree hash is identical before and after, and nothing
-//! appears outside the root. (installer/tests/extract.rs tests the extract
-//! module itself, member by member.)
+//! end to end. `bundler build` reads every archive with the installer's own
+//! reader and refuses these (checked for each case); a bundle holding one
+//! can still be signed by an older bundler or another tool, so each case
+//! also makes one (built with the good archive, the hostile one swapped in,
+//! the manifest re-signed with the trusted key): `bundler verify` accepts it
+//! (it is authentic) and `install-bundle` must refuse it by policy (exit 4)
+//! before changing anything: the root's tree hash is identical before and
+//! after, and nothing appears outside the root. (bundle-spec/tests/extract.rs
+//! tests the extract module itself, member by member.)
 
 use std::path::{Path, PathBuf};
 
@@ -42,13 +45,45 @@ impl Case {
     fn new(archive: &str, members: &[RawEntry]) -> Self {
         let f = Fixture::new();
         let tar = kit::tar_bytes(members);
-        std::fs::write(
-            f.path(&format!("files/{archive}.tar.zst")),
-            zstd::encode_all(&tar[..], 3).unwrap(),
-        )
-        .unwrap();
+        let hostile = zstd::encode_all(&tar[..], 3).unwrap();
+        let file = f.path(&format!("files/{archive}.tar.zst"));
+        // The good bundle, pinned and built from the fixture's archives.
         let spec = f.write_spec("spec.json", 1, &[]);
-        let bundle = f.build(&spec, "hostile.tar.zst");
+        let built = f.build(&spec, "good.tar.zst");
+        // The spec pinned to the hostile archive instead.
+        let good = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &hostile).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&spec).unwrap()).unwrap();
+        v["artifacts"][archive]["sha256"] = kit::sha256_hex(&hostile).into();
+        v["artifacts"][archive]["size"] = hostile.len().into();
+        std::fs::write(&spec, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        let bundle = f.path("hostile.tar.zst");
+        let out = run(
+            &bundler(),
+            [
+                "build".as_ref(),
+                spec.as_os_str(),
+                "--key".as_ref(),
+                f.keys.secret.as_os_str(),
+                "--cache".as_ref(),
+                f.path("cache").as_os_str(),
+                "-o".as_ref(),
+                bundle.as_os_str(),
+                "--quiet".as_ref(),
+            ],
+            &[],
+        );
+        std::fs::write(&file, &good).unwrap();
+        if out.code != 0 {
+            // bundler refuses to pack it, saying why...
+            out.code(1)
+                .stderr_has(&format!("artifact {archive} does not fit the extract step"));
+            assert!(!bundle.exists());
+            // ...so the bundle is made as another tool would: the good one
+            // with the hostile archive swapped in, re-signed.
+            kit::replace_artifact(&built, &bundle, archive, &hostile, &f.keys.secret);
+        }
         let root = f.root("root");
         // Something worth stealing or overwriting.
         std::fs::write(

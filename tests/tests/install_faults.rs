@@ -120,7 +120,7 @@ fn archive_directory_modes_never_change_an_existing_directory_or_widen_created_o
 #[test]
 fn a_read_only_target_file_system_is_refused_at_preflight_with_nothing_changed() {
     let f = Fixture::new();
-    std::fs::write(f.path("x"), "bin\n").unwrap();
+    std::fs::write(f.path("x"), "#!/bin/sh\necho x\n").unwrap();
     let spec = serde_json::json!({
         "apiVersion": "bundle/v1", "name": "ro", "version": "1", "serial": 1,
         "target": {"os": "linux", "arch": "amd64"},

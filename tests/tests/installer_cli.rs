@@ -620,14 +620,13 @@ fn hostile_member_in_extract_artifact_is_refused_with_exit_4() {
     raw.header.copy_from_slice(h.as_bytes());
     raw.set_name("../../etc/evil");
     let tar = kit::tar_bytes(&[raw]);
-    std::fs::create_dir_all(f.path("files")).unwrap();
-    std::fs::write(
-        f.path("files/crictl.tar.zst"),
-        zstd::encode_all(&tar[..], 3).unwrap(),
-    )
-    .unwrap();
+    let hostile = zstd::encode_all(&tar[..], 3).unwrap();
+    // bundler refuses to pin (or build) it; another tool could still sign
+    // such a bundle: the good one with the tarball swapped in, re-signed.
     let spec = f.write_spec("spec.json", 1, &[]);
-    let bundle = f.build(&spec, "hostile.tar.zst");
+    let good = f.build(&spec, "good.tar.zst");
+    let bundle = f.path("hostile.tar.zst");
+    kit::replace_artifact(&good, &bundle, "crictl", &hostile, &f.keys.secret);
     let root = f.root("root");
     refused(
         &f,

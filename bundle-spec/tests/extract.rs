@@ -8,11 +8,11 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use bundle_spec::Sha256Digest;
-use bundle_spec::spec::ExtractStep;
-use install_bundle::extract::{
+use bundle_spec::extract::{
     ExtractError, ExtractLimits, MAX_DECOMPRESSED_BYTES, MAX_MEMBERS, Member, MemberKind,
     for_each_file, scan, scan_with_limits,
 };
+use bundle_spec::spec::ExtractStep;
 use tar::{EntryType, Header};
 
 /// Builds a tar archive in memory.
@@ -334,10 +334,18 @@ fn unsupported_entry_types_are_refused() {
         .raw(b"vol", EntryType::new(b'V'), 0o644, b"", b"")
         .bytes();
     assert_refused(&t, &all(), "vol", "unsupported entry type 'V'");
+}
 
-    // A regular file named like a directory.
-    let t = Tar::new().file("dir/", b"x").bytes();
-    assert_refused(&t, &all(), "dir/", "directory name");
+#[test]
+fn regular_entry_named_like_a_directory_is_a_directory_as_in_gnu_tar() {
+    // V7 and old BSD tars store directories as regular entries named `dir/`.
+    let t = Tar::new()
+        .file_mode("dir/", 0o750, b"")
+        .file("dir/a", b"x")
+        .bytes();
+    let members = scan_bytes(&t, &all()).unwrap();
+    assert_eq!(paths(&members), ["dir", "dir/a"]);
+    assert_eq!(members[0].kind, MemberKind::Dir { mode: 0o750 });
 }
 
 #[test]
@@ -515,13 +523,25 @@ fn gzip_xz_zstd_and_plain_tar_are_detected_by_content() {
 
     // A compressed file that holds no tar.
     let err = scan_bytes(&gz(&[7u8; 4096]), &all()).unwrap_err();
-    assert!(matches!(err, ExtractError::Io { .. }), "{err:?}");
+    assert!(matches!(err, ExtractError::NotAnArchive { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("gzip-compressed data holding binary data"),
+        "{err}"
+    );
     // A damaged compressed stream.
     let mut damaged = zst(&t);
     let n = damaged.len();
     damaged.truncate(n / 2);
     let err = scan_bytes(&damaged, &all()).unwrap_err();
-    assert!(matches!(err, ExtractError::Io { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ExtractError::Io { .. } | ExtractError::NotAnArchive { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("zstd"), "{err}");
 }
 
 #[test]
