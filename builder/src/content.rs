@@ -4,7 +4,10 @@
 //! answered with `200 OK` is never pinned as `kubectl`.
 //!
 //! * `binary` with an executable mode (any `x` bit; the default `0755`): an
-//!   ELF executable or shared object, or a script starting with `#!`. A
+//!   ELF executable or shared object, or a script: starting with `#!`, or
+//!   plain text (a shell script without `#!`, which shells run with `sh`).
+//!   HTML, XML and JSON pages, archives, compressed data, images, empty
+//!   files and other binary formats are refused. A
 //!   `binary` step with a mode without `x` bits installs a data file, whose
 //!   content is not checked.
 //! * `extract`: an archive that [`bundle_spec::extract::scan`] reads whole
@@ -138,14 +141,15 @@ fn check_one(step: &Step, name: &ArtifactName, path: &Path) -> Option<(String, S
             if s.mode.bits() & 0o111 == 0 {
                 return None;
             }
-            let ok =
-                is_script(&head) || matches!(elf(&head), Some(Elf::Executable | Elf::SharedObject));
+            let ok = is_script(&head)
+                || matches!(elf(&head), Some(Elf::Executable | Elf::SharedObject))
+                || bundle_spec::archive::describe(&head) == "text";
             (!ok).then(|| {
                 (
                     step_text,
                     format!(
-                        "with mode {} it must be an ELF executable or a script starting with #!, \
-                         but the content is {}",
+                        "with mode {} it must be an ELF executable or a script (#! or plain \
+                         text), but the content is {}",
                         s.mode,
                         describe_with_preview(&head)
                     ),

@@ -159,7 +159,7 @@ fn pin_refuses_an_html_error_page_for_binary_extract_and_debs_and_keeps_the_spec
         (
             "kubectl",
             &kubectl,
-            "the binary step installing /usr/local/bin/kubectl: with mode 0755 it must be an ELF executable or a script starting with #!",
+            "the binary step installing /usr/local/bin/kubectl: with mode 0755 it must be an ELF executable or a script (#! or plain text)",
         ),
         (
             "cni-plugins",
@@ -215,6 +215,8 @@ fn pin_accepts_executables_archives_and_debian_packages() {
     let s = Setup::new();
     let elf = std::fs::read("/bin/true").unwrap();
     let script = b"#!/bin/sh\necho hi\n".to_vec();
+    // A shell script without #! (old tarballs have them): plain text.
+    let plain = b"echo hi\n".to_vec();
     std::fs::create_dir_all(s.path("src/bin")).unwrap();
     std::fs::write(s.path("src/bin/tool"), &script).unwrap();
     sh("tar -C src -czf tool.tgz .", s.dir.path());
@@ -230,6 +232,7 @@ fn pin_accepts_executables_archives_and_debian_packages() {
     for (path, body) in [
         ("/elf", &elf),
         ("/script", &script),
+        ("/plain", &plain),
         ("/data", &PAGE.to_vec()),
         ("/tool.tgz", &tgz),
         ("/hello.deb", &deb),
@@ -240,6 +243,7 @@ fn pin_accepts_executables_archives_and_debian_packages() {
         &[
             ("elf", s.server.url("/elf"), None, None),
             ("script", s.server.url("/script"), None, None),
+            ("plain", s.server.url("/plain"), None, None),
             ("page", s.server.url("/data"), None, None),
             ("tool", s.server.url("/tool.tgz"), None, None),
             ("hello", s.server.url("/hello.deb"), None, None),
@@ -248,6 +252,7 @@ fn pin_accepts_executables_archives_and_debian_packages() {
             {"kind": "debs", "artifacts": ["hello"]},
             {"kind": "binary", "artifact": "elf", "dest": "/usr/local/bin/elf"},
             {"kind": "binary", "artifact": "script", "dest": "/usr/local/bin/script"},
+            {"kind": "binary", "artifact": "plain", "dest": "/usr/local/bin/plain"},
             {"kind": "binary", "artifact": "page", "dest": "/usr/share/doc/page.html", "mode": "0644"},
             {"kind": "extract", "artifact": "tool", "dest": "/opt/tool", "strip_components": 1},
         ]),
@@ -258,6 +263,7 @@ fn pin_accepts_executables_archives_and_debian_packages() {
     for (name, body) in [
         ("elf", &elf),
         ("script", &script),
+        ("plain", &plain),
         ("tool", &tgz),
         ("hello", &deb),
     ] {
