@@ -531,6 +531,16 @@ fn print_inspect(
             Step::File(f) => format!("{} ({})", f.dest, f.mode),
             Step::SystemdUnit(u) => u.name.to_string(),
             Step::Command(c) => c.argv.join(" "),
+            Step::Images(i) => format!(
+                "{} (namespace {}{})",
+                i.images
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                i.namespace,
+                if i.pin { ", pinned" } else { "" }
+            ),
         };
         outln!("  {:>3}. {:<14} {what}", i + 1, s.kind());
     }

@@ -56,6 +56,7 @@ pub mod archive;
 pub mod digest;
 pub mod extract;
 pub mod format;
+pub mod image;
 pub mod limits;
 pub mod names;
 pub mod read;
@@ -100,6 +101,7 @@ impl spec::Manifest {
             target: spec.target.clone(),
             variables: spec.variables.clone(),
             artifacts,
+            images: std::collections::BTreeMap::new(),
             steps: spec.steps.clone(),
         })
     }

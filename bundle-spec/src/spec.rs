@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::digest::Sha256Digest;
+use crate::image::{ImageRef, OciDigest};
 use crate::names::{
     ArtifactName, BundleName, Mode, ModuleName, TargetPath, UnitName, VarName, Version,
 };
@@ -38,6 +39,10 @@ pub struct Spec {
     /// The pinned files the bundle carries.
     #[serde(default)]
     pub artifacts: BTreeMap<ArtifactName, ArtifactSource>,
+    /// Container images the bundle carries, pinned by digest; each travels
+    /// as an artifact of the same name (an OCI image layout tar).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<ArtifactName, ImageSource>,
     /// What the installer does, in order.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -239,6 +244,43 @@ pub struct ArtifactSource {
     pub mirrors: Vec<String>,
 }
 
+/// Where the builder gets a container image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    /// The name the node knows the image by, normalized as containerd does
+    /// (`busybox` → `docker.io/library/busybox:latest`); also where it is
+    /// pulled from.
+    #[serde(rename = "ref")]
+    pub reference: ImageRef,
+    /// What the registry serves for `ref`: a multi-platform index or a
+    /// single manifest. Required to build (`bundler pin` fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<OciDigest>,
+    /// Other repositories serving the same content (`mirror.internal:5000/team/app`),
+    /// tried in order when `ref`'s registry fails; the ref's tag is used there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
+}
+
+/// One image as recorded in the manifest; its bytes are the artifact of the
+/// same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestImage {
+    /// The normalized reference the node knows the image by.
+    #[serde(rename = "ref")]
+    pub reference: ImageRef,
+    /// The pinned digest: what the registry serves for the ref (an index or
+    /// a manifest).
+    pub digest: OciDigest,
+    /// The image manifest for the target platform (the same as `digest`
+    /// when that is a single manifest).
+    pub manifest: OciDigest,
+    /// The platform chosen, `os/arch`.
+    pub platform: String,
+}
+
 /// The manifest: `BUNDLE.json`, the signed first entry of a bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +304,10 @@ pub struct Manifest {
     pub variables: BTreeMap<VarName, Variable>,
     /// Every artifact entry, with its digest and size.
     pub artifacts: BTreeMap<ArtifactName, ManifestArtifact>,
+    /// Container images; each one's OCI layout tar is the artifact of the
+    /// same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<ArtifactName, ManifestImage>,
     /// From the spec.
     pub steps: Vec<Step>,
 }
@@ -326,6 +372,8 @@ pub enum Step {
     SystemdUnit(SystemdUnitStep),
     /// Run a command.
     Command(CommandStep),
+    /// Import container images into containerd.
+    Images(ImagesStep),
 }
 
 /// Every step kind, as spelled in JSON.
@@ -339,6 +387,7 @@ pub const STEP_KINDS: &[&str] = &[
     "file",
     "systemd-unit",
     "command",
+    "images",
 ];
 
 impl Step {
@@ -354,13 +403,15 @@ impl Step {
             Step::File(_) => "file",
             Step::SystemdUnit(_) => "systemd-unit",
             Step::Command(_) => "command",
+            Step::Images(_) => "images",
         }
     }
 
-    /// The artifacts this step installs.
+    /// The artifacts this step installs (an image is the artifact of the same name).
     pub fn artifacts(&self) -> Vec<&ArtifactName> {
         match self {
             Step::Debs(s) => s.artifacts.iter().collect(),
+            Step::Images(s) => s.images.iter().collect(),
             Step::Binary(s) => vec![&s.artifact],
             Step::Extract(s) => vec![&s.artifact],
             _ => Vec::new(),
@@ -405,6 +456,7 @@ impl Step {
             "file" => de(map, Step::File),
             "systemd-unit" => de(map, Step::SystemdUnit),
             "command" => de(map, Step::Command),
+            "images" => de(map, Step::Images),
             other => Err(StepError::new(
                 "kind",
                 format!(
@@ -580,6 +632,28 @@ impl SystemdUnitStep {
             self.instances.iter().map(|i| Some(i.as_str())).collect()
         }
     }
+}
+
+/// `{"kind": "images", "images": ["pause"], "namespace": "k8s.io", "pin": true}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesStep {
+    /// Images (names in `images`) to import.
+    pub images: Vec<ArtifactName>,
+    /// The containerd namespace (default `k8s.io`, the CRI plugin's).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Set the CRI's pinned label (`io.cri-containerd.pinned=pinned`) so
+    /// that the kubelet's image garbage collection never removes them.
+    #[serde(default)]
+    pub pin: bool,
+    /// containerd's socket (default `/run/containerd/containerd.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+fn default_namespace() -> String {
+    crate::image::DEFAULT_NAMESPACE.to_owned()
 }
 
 /// `{"kind": "command", "argv": ["sysctl", "--system"], "unless": [...]}`

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::format::{ARTIFACT_PREFIX, FORMAT, SPEC_API_VERSION};
 use crate::limits::Limits;
 use crate::names::{ArtifactName, TargetPath, VarName};
-use crate::spec::{AptSection, ArtifactSource, Manifest, Spec, Step, Variable};
+use crate::spec::{AptSection, ArtifactSource, ImageSource, Manifest, Spec, Step, Variable};
 use crate::template;
 
 /// One problem, at one JSON path.
@@ -229,6 +229,7 @@ const SPEC_FIELDS: &[&str] = &[
     "target",
     "variables",
     "artifacts",
+    "images",
     "steps",
     "apt",
 ];
@@ -259,6 +260,7 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
     let variables = de_map::<VarName, Variable>(&mut c, "variables", f.remove("variables"));
     let artifacts =
         de_map::<ArtifactName, ArtifactSource>(&mut c, "artifacts", f.remove("artifacts"));
+    let images = de_map::<ArtifactName, ImageSource>(&mut c, "images", f.remove("images"));
     let steps = de_steps(&mut c, f.remove("steps"));
     let apt = match f.remove("apt") {
         None | Some(Value::Null) => Some(None),
@@ -274,6 +276,7 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
         Some(expires),
         Some(variables),
         Some(artifacts),
+        Some(images),
         Some(steps),
         Some(apt),
     ) = (
@@ -285,6 +288,7 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
         expires,
         variables,
         artifacts,
+        images,
         steps,
         apt,
     )
@@ -300,6 +304,7 @@ pub fn parse_spec(bytes: &[u8], limits: &Limits) -> Result<Spec, ValidationError
         target,
         variables,
         artifacts,
+        images,
         steps,
         apt,
     };
@@ -348,8 +353,32 @@ fn validate_spec_into(spec: &Spec, limits: &Limits, c: &mut Collector) {
     if let Some(apt) = &spec.apt {
         validate_apt(c, apt, spec.target.arch);
     }
+    for (name, image) in &spec.images {
+        let path = format!("images.{name}");
+        if spec.artifacts.contains_key(name) {
+            c.push(
+                path.clone(),
+                format!("\"{name}\" is also an artifact's name; an image travels as the artifact of its name, so names must differ"),
+            );
+        }
+        for (i, m) in image.mirrors.iter().enumerate() {
+            if let Err(e) = image.reference.with_name(m) {
+                c.push(format!("{path}.mirrors[{i}]"), e);
+            }
+        }
+    }
     let names: BTreeSet<&ArtifactName> = spec.artifacts.keys().collect();
-    validate_common(c, &spec.variables, &names, &spec.steps, limits);
+    let images: BTreeSet<&ArtifactName> = spec.images.keys().collect();
+    validate_common(c, &spec.variables, &names, &images, &spec.steps, limits);
+    for name in &images {
+        if !spec
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Images(i) if i.images.contains(name)))
+        {
+            c.push(format!("images.{name}"), "not used by any images step");
+        }
+    }
 }
 
 /// Whether `name` is a Debian package name as policy §5.6.1 spells them:
@@ -500,6 +529,7 @@ fn validate_common(
     c: &mut Collector,
     variables: &BTreeMap<VarName, Variable>,
     artifacts: &BTreeSet<&ArtifactName>,
+    images: &BTreeSet<&ArtifactName>,
     steps: &[Step],
     limits: &Limits,
 ) {
@@ -543,12 +573,21 @@ fn validate_common(
         let p = format!("steps[{i}]");
         for (j, a) in step.artifacts().into_iter().enumerate() {
             used.insert(a);
-            if !artifacts.contains(a) {
-                let field = if matches!(step, Step::Debs(_)) {
-                    format!("{p}.artifacts[{j}]")
-                } else {
-                    format!("{p}.artifact")
-                };
+            let field = match step {
+                Step::Debs(_) => format!("{p}.artifacts[{j}]"),
+                Step::Images(_) => format!("{p}.images[{j}]"),
+                _ => format!("{p}.artifact"),
+            };
+            if matches!(step, Step::Images(_)) {
+                if !images.contains(a) {
+                    c.push(field, format!("no image named \"{a}\" in images"));
+                }
+            } else if images.contains(a) {
+                c.push(
+                    field,
+                    format!("\"{a}\" is an image; only an images step installs it"),
+                );
+            } else if !artifacts.contains(a) {
                 c.push(field, format!("no artifact named \"{a}\" in artifacts"));
             }
         }
@@ -618,6 +657,25 @@ fn validate_common(
                 }
                 claim(c, format!("{p}.dest"), s.dest.to_string());
             }
+            Step::Images(s) => {
+                if s.images.is_empty() {
+                    c.push(format!("{p}.images"), "must list at least one image");
+                }
+                if !valid_namespace(&s.namespace) {
+                    c.push(
+                        format!("{p}.namespace"),
+                        "is not a containerd namespace (letters and digits, with . _ - between them, at most 76)",
+                    );
+                }
+                if let Some(a) = &s.address
+                    && (!a.starts_with('/') || a.contains('\0'))
+                {
+                    c.push(
+                        format!("{p}.address"),
+                        "must be the absolute path of containerd's socket",
+                    );
+                }
+            }
             Step::SystemdUnit(s) => {
                 if s.template {
                     templ(c, &s.content);
@@ -653,6 +711,20 @@ fn validate_common(
             c.push(format!("artifacts.{a}"), "not used by any step");
         }
     }
+}
+
+/// Whether `ns` is a containerd namespace name (`identifiers.Validate`).
+fn valid_namespace(ns: &str) -> bool {
+    let b = ns.as_bytes();
+    !b.is_empty()
+        && b.len() <= 76
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&ch| ch.is_ascii_alphanumeric() || matches!(ch, b'.' | b'_' | b'-'))
+        && !ns.contains("..")
+        && !ns.contains("--")
+        && !ns.contains("__")
 }
 
 /// What `systemctl enable` would refuse, and instances that make no sense,
@@ -866,8 +938,28 @@ fn validate_manifest_into(m: &Manifest, limits: &Limits, c: &mut Collector) {
             ),
         );
     }
+    let target_platform = format!("{}/{}", m.target.os.as_str(), m.target.arch.as_str());
+    for (name, image) in &m.images {
+        let path = format!("images.{name}");
+        if !m.artifacts.contains_key(name) {
+            c.push(
+                path.clone(),
+                format!("no artifact named \"{name}\" carries the image"),
+            );
+        }
+        if image.platform != target_platform {
+            c.push(
+                format!("{path}.platform"),
+                format!(
+                    "expected the target's {target_platform:?}, got {:?}",
+                    image.platform
+                ),
+            );
+        }
+    }
     let names: BTreeSet<&ArtifactName> = m.artifacts.keys().collect();
-    validate_common(c, &m.variables, &names, &m.steps, limits);
+    let images: BTreeSet<&ArtifactName> = m.images.keys().collect();
+    validate_common(c, &m.variables, &names, &images, &m.steps, limits);
 }
 
 #[cfg(test)]

@@ -702,6 +702,7 @@ fn one_step_of_each_kind() -> Vec<Value> {
         json!({ "kind": "file", "dest": "/etc/x.conf", "content": "x\n" }),
         json!({ "kind": "systemd-unit", "name": "x.service", "content": "[Unit]\n" }),
         json!({ "kind": "command", "argv": ["true"] }),
+        json!({ "kind": "images", "images": ["pause"], "pin": true }),
     ]
 }
 
@@ -714,6 +715,12 @@ fn every_step_kind_agrees_on_fields_and_setuid() {
 
     let with_step = |step: Value| {
         let mut doc = base();
+        if step["kind"] == "images" {
+            doc["images"] = json!({ "pause": {
+                "ref": "registry.k8s.io/pause:3.9",
+                "digest": "sha256:7031c1b283388d2c2e09b57badb803c05ebed362dc88d84b480cc47f72a21097"
+            }});
+        }
         push_step(&mut doc, step);
         doc
     };

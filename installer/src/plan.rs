@@ -622,6 +622,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 }
                 Err(e) => problem(e),
             },
+            Step::Images(_) => problem("images are not supported yet".into()),
             Step::Command(s) => {
                 let under_root = !host;
                 let decision = if under_root && !s.in_root {
