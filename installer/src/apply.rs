@@ -211,6 +211,20 @@ pub fn apply(
         if fail_at == Some(sp.number) {
             return Err(err(format!("injected failure ({FAIL_ENV}={})", sp.number)));
         }
+        if let Step::Images(_) = step {
+            // containerd (re)started first when the bundle brings it, then
+            // every image on one containerd.
+            for op in sp.ops.iter().filter(|o| !matches!(o, Op::Image { .. })) {
+                apply_op(root, tx, op, log, &exclusive).map_err(err)?;
+            }
+            let images: Vec<&Op> = sp
+                .ops
+                .iter()
+                .filter(|o| matches!(o, Op::Image { .. }))
+                .collect();
+            crate::images::apply_step(root, tx, &images, log).map_err(err)?;
+            continue;
+        }
         if let Step::Extract(s) = step {
             // Directories first, then the files streamed from the archive, then links.
             for op in sp.ops.iter().filter(|o| matches!(o, Op::Dir { .. })) {
@@ -309,6 +323,14 @@ pub fn apply(
         }
     }
     for op in &plan.finally {
+        if matches!(op, Op::Image { .. }) {
+            crate::images::apply_step(root, tx, &[op], log).map_err(|message| ApplyError {
+                step: 0,
+                kind: "images",
+                message,
+            })?;
+            continue;
+        }
         apply_op(root, tx, op, log, &exclusive).map_err(|message| ApplyError {
             step: 0,
             kind: "systemd",
@@ -344,6 +366,8 @@ fn apply_op(
             result?;
         }
         Op::Run { .. } => return Ok(()),
+        // Logged by the images module, image by image.
+        Op::Image { .. } => return crate::images::apply_step(root, tx, &[op], log),
     }
     if op.changes() {
         log.did(&op.describe());

@@ -15,6 +15,8 @@ pub enum Kind {
     RolledBack,
     /// 6: apply failed and the rollback is incomplete.
     Incomplete,
+    /// 7: `status` found what is installed differs from the receipt (drift).
+    Drift,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::Refused => 4,
             Kind::RolledBack => 5,
             Kind::Incomplete => 6,
+            Kind::Drift => 7,
         }
     }
 
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Refused => "refused",
             Kind::RolledBack => "rolled-back",
             Kind::Incomplete => "rollback-incomplete",
+            Kind::Drift => "drift",
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct Failure {
     pub details: Vec<String>,
     /// What to do about it.
     pub hint: Option<String>,
+    /// The JSON document `--json` prints instead of the generic failure one.
+    pub json: Option<Box<serde_json::Value>>,
 }
 
 impl Failure {
@@ -63,6 +69,7 @@ impl Failure {
             Kind::Refused => Some("nothing was changed".into()),
             Kind::RolledBack => Some("the host is as it was before this run".into()),
             Kind::Incomplete => Some("the host is NOT fully as it was: the changes listed above remain".into()),
+            Kind::Drift => Some("re-install the bundle to put what drifted back".into()),
             Kind::Other | Kind::Usage => None,
         };
         Self {
@@ -70,6 +77,7 @@ impl Failure {
             message,
             details,
             hint,
+            json: None,
         }
     }
     /// Exit 1.
@@ -102,6 +110,10 @@ impl Failure {
     /// Exit 5.
     pub fn rolled_back(message: String, details: Vec<String>) -> Self {
         Self::new(Kind::RolledBack, message, details)
+    }
+    /// Exit 7, every drifted item listed.
+    pub fn drift(message: String, items: Vec<String>) -> Self {
+        Self::new(Kind::Drift, message, items)
     }
     /// Exit 6.
     pub fn incomplete(message: String, remaining: Vec<String>) -> Self {

@@ -105,6 +105,21 @@ pub enum Entry {
         #[serde(default)]
         follow: bool,
     },
+    /// A file an external program (containerd) is about to change in place:
+    /// its previous content is kept at `backup` (in the same directory)
+    /// until the commit; `None`: it did not exist.
+    Preserve {
+        /// The target path.
+        path: String,
+        /// The backup name in the same directory.
+        backup: Option<String>,
+    },
+    /// A directory tree an external program is about to create; a rollback
+    /// removes it with everything in it.
+    Tree {
+        /// The target path.
+        path: String,
+    },
     /// A command is about to run.
     Exec {
         /// What it does.
@@ -112,6 +127,9 @@ pub enum Entry {
         /// The command that compensates it after a rollback, if there is one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         undo: Option<Vec<String>>,
+        /// A command run at the commit (clean-up of what `undo` would need).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_commit: Option<Vec<String>>,
     },
     /// The last `exec` finished; `ok` is whether it succeeded.
     Done {
@@ -502,9 +520,67 @@ impl Transaction {
     /// rollback (`None`: it cannot be undone). Call [`Transaction::done`]
     /// when it finished.
     pub fn exec(&mut self, what: &str, undo: Option<Vec<String>>) -> io::Result<()> {
+        self.exec_with_cleanup(what, undo, None)
+    }
+
+    /// [`Transaction::exec`], with a command run at the commit.
+    pub fn exec_with_cleanup(
+        &mut self,
+        what: &str,
+        undo: Option<Vec<String>>,
+        on_commit: Option<Vec<String>>,
+    ) -> io::Result<()> {
         self.append(Entry::Exec {
             what: what.to_owned(),
             undo,
+            on_commit,
+        })
+    }
+
+    /// Keeps the current content of `target` (a regular file, or nothing)
+    /// before an external program changes it in place.
+    pub fn preserve(&mut self, target: &str) -> io::Result<()> {
+        let (dir, name) = self.ensure_parent(target)?;
+        let backup = match dir.stat_at(&name)? {
+            Some(m) if m.kind == Kind::File => Some(sibling(&name, "old")),
+            Some(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a regular file",
+                    dir.shown_child(&name).display()
+                )));
+            }
+            None => None,
+        };
+        self.append(Entry::Preserve {
+            path: target.to_owned(),
+            backup: backup.clone(),
+        })?;
+        if let Some(b) = &backup {
+            // Complete or absent, never partial: copied to a temp name first.
+            let tmp = sibling(&name, "new");
+            let mut src = dir.open_file(&name)?;
+            let meta = dir.stat_at(&name)?.map_or(0o600, |m| m.mode);
+            let mut dst = dir.create_new(OsStr::new(&tmp), meta)?;
+            io::copy(&mut src, &mut dst)?;
+            dst.sync_all()?;
+            dir.rename(OsStr::new(&tmp), OsStr::new(b))?;
+            dir.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Records that an external program is about to create the directory
+    /// tree `target` (which must not exist): a rollback removes it whole.
+    pub fn tree(&mut self, target: &str) -> io::Result<()> {
+        self.ensure_parent(target)?;
+        if self.root.lstat(target)?.is_some() {
+            return Err(io::Error::other(format!(
+                "{} exists already",
+                self.root.display(target).display()
+            )));
+        }
+        self.append(Entry::Tree {
+            path: target.to_owned(),
         })
     }
 
@@ -618,15 +694,56 @@ fn remove_if_present(dir: &Dir, name: &OsStr) -> io::Result<bool> {
 
 fn cleanup(root: &Root, entries: &[Entry]) {
     for e in entries {
-        if let Entry::Replace { path, tmp, backup } = e
-            && let Ok(Some((dir, _))) = root.parent_if_exists(path)
-        {
-            let _ = remove_if_present(&dir, OsStr::new(tmp));
-            if let Some(b) = backup {
-                let _ = remove_if_present(&dir, OsStr::new(b));
+        match e {
+            Entry::Replace { path, tmp, backup } => {
+                if let Ok(Some((dir, _))) = root.parent_if_exists(path) {
+                    let _ = remove_if_present(&dir, OsStr::new(tmp));
+                    if let Some(b) = backup {
+                        let _ = remove_if_present(&dir, OsStr::new(b));
+                    }
+                }
+            }
+            Entry::Preserve {
+                path,
+                backup: Some(b),
+            } => {
+                if let Ok(Some((dir, _))) = root.parent_if_exists(path) {
+                    let _ = remove_if_present(&dir, OsStr::new(b));
+                }
+            }
+            Entry::Exec {
+                on_commit: Some(argv),
+                ..
+            } if root.is_host() => {
+                let _ = run_quiet(argv);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Undoes one `preserve`. `Ok(true)` when the file was put back.
+fn undo_preserve(root: &Root, path: &str, backup: Option<&str>) -> io::Result<bool> {
+    let Some((dir, name)) = root.parent_if_exists(path)? else {
+        return Ok(false);
+    };
+    match backup {
+        Some(b) => {
+            let b = OsStr::new(b);
+            if dir.stat_at(b)?.is_none() {
+                // Died before the copy was complete: the file is untouched.
+                return Ok(false);
+            }
+            dir.rename(b, &name)?;
+        }
+        None => {
+            if !remove_if_present(&dir, &name)? {
+                return Ok(false);
             }
         }
     }
+    dir.sync()?;
+    Ok(true)
 }
 
 /// Undoes one `replace`. `Ok(true)` when the target was changed back.
@@ -753,7 +870,7 @@ fn undo(root: &Root, entries: &[Entry]) -> RollbackReport {
             Entry::Begin { .. } | Entry::Commit | Entry::Watch { .. } | Entry::Done { .. } => {
                 continue;
             }
-            Entry::Exec { what, undo } => {
+            Entry::Exec { what, undo, .. } => {
                 match (undo, outcome[i]) {
                     (Some(u), _) => compensations.push((what, u)),
                     (None, Some((false, Some(left)))) => report
@@ -776,6 +893,12 @@ fn undo(root: &Root, entries: &[Entry]) -> RollbackReport {
                 })
             }
             Entry::Mkdir { path } => undo_mkdir(root, path),
+            Entry::Preserve { path, backup } => undo_preserve(root, path, backup.as_deref()),
+            Entry::Tree { path } => match root.lstat(path) {
+                Ok(Some(_)) => root.remove_tree(path).map(|()| true),
+                Ok(None) => Ok(false),
+                Err(e) => Err(e),
+            },
             Entry::Chmod {
                 path,
                 old_mode,

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod debs;
 pub mod exit;
 pub mod extract;
+pub mod images;
 pub mod journal;
 pub mod output;
 pub mod paths;

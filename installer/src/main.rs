@@ -14,7 +14,9 @@ use install_bundle::journal::{self, Recovery, Transaction};
 use install_bundle::output::{Out, Verbosity};
 use install_bundle::paths::Root;
 use install_bundle::policy::{self, Downgrade};
-use install_bundle::receipt::{self, InstalledPackage, InstalledPath, RECEIPT_FORMAT, Receipt};
+use install_bundle::receipt::{
+    self, InstalledImage, InstalledPackage, InstalledPath, RECEIPT_FORMAT, Receipt,
+};
 use install_bundle::stage::{STATE_TARGET, Staging, StateDir};
 use install_bundle::{apply, plan, preflight, trust, vars};
 use serde_json::json;
@@ -168,12 +170,12 @@ fn main() -> ExitCode {
         }
         Err(f) => {
             if out.verbosity == Verbosity::Json {
-                out.print(
-                    &serde_json::to_string_pretty(&json!({
+                let doc = f.json.as_deref().cloned().unwrap_or_else(|| {
+                    json!({
                         "result": f.kind.word(), "exit_code": f.kind.code(), "error": f.message, "details": f.details,
-                    }))
-                    .unwrap_or_default(),
-                );
+                    })
+                });
+                out.print(&serde_json::to_string_pretty(&doc).unwrap_or_default());
             }
             eprintln!("error: {}", f.message);
             for d in &f.details {
@@ -309,10 +311,100 @@ fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
             for p in &r.packages {
                 out.line(&format!("  package    {} {}", p.name, p.version));
             }
+            for (img, problem) in check_images(&root, &r.images) {
+                out.line(&format!(
+                    "  image      {} {} {}",
+                    img.reference,
+                    img.digest,
+                    problem
+                        .as_deref()
+                        .unwrap_or(if img.pinned { "ok (pinned)" } else { "ok" })
+                ));
+                if let Some(problem) = problem {
+                    drift.push(json!({"image": img.reference, "problem": problem}));
+                }
+            }
         }
         docs.push(json!({"receipt": r, "drift": drift}));
     }
+    let drifted: Vec<String> = docs
+        .iter()
+        .flat_map(|d| d["drift"].as_array().cloned().unwrap_or_default())
+        .map(|d| {
+            format!(
+                "{}: {}",
+                d.get("path")
+                    .or(d.get("image"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?"),
+                d["problem"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if !drifted.is_empty() {
+        let mut f = Failure::drift(
+            format!("{} item(s) differ from what was installed", drifted.len()),
+            drifted,
+        );
+        f.json = Some(Box::new(
+            json!({"result": "drift", "exit_code": f.kind.code(), "bundles": docs}),
+        ));
+        return Err(f);
+    }
     Ok(json!({"result": "status", "bundles": docs}))
+}
+
+/// Each installed image and what is wrong with it now (`None`: as
+/// installed), asking the containerd that imported it (a private one on the
+/// root's data when it was imported below `--root`).
+fn check_images<'a>(
+    root: &Root,
+    images: &'a [InstalledImage],
+) -> Vec<(&'a InstalledImage, Option<String>)> {
+    use install_bundle::images;
+    if images.is_empty() {
+        return Vec::new();
+    }
+    let mut private: Option<Result<images::PrivateContainerd, String>> = None;
+    images
+        .iter()
+        .map(|img| {
+            let problem = match (&img.address, root.is_host()) {
+                (Some(address), true) => match images::ctr_binary(root) {
+                    Some(ctr) => images::check_image(
+                        &images::Ctr::new(ctr, address),
+                        &img.namespace,
+                        &img.reference,
+                        &img.digest,
+                        img.pinned,
+                    ),
+                    None => Some("cannot check: no ctr on this machine".into()),
+                },
+                _ => {
+                    let daemon = private.get_or_insert_with(|| {
+                        let data = images::data_root(root);
+                        let real = root
+                            .open_dir(&data)
+                            .and_then(|d| d.real_path())
+                            .map_err(|e| format!("containerd's data {data}: {e}"))?;
+                        let (containerd, ctr) = images::private_binaries(root)?;
+                        images::PrivateContainerd::start(&containerd, &ctr, &real)
+                    });
+                    match daemon {
+                        Ok(d) => images::check_image(
+                            &d.ctr,
+                            &img.namespace,
+                            &img.reference,
+                            &img.digest,
+                            img.pinned,
+                        ),
+                        Err(e) => Some(format!("cannot check: {e}")),
+                    }
+                }
+            };
+            (img, problem)
+        })
+        .collect()
 }
 
 /// Rolls back (or finishes the clean-up of) an interrupted run. Fails (exit
@@ -520,6 +612,7 @@ fn install_staged<R: Read>(
         } else {
             plan::DebDowngrade::Keep
         },
+        previous_images: old_receipt.as_ref().map_or(&[], |r| r.images.as_slice()),
     };
     let the_plan =
         plan::build(&ctx).map_err(|p| Failure::refused_all("preflight failed".into(), p))?;
@@ -657,6 +750,7 @@ fn make_receipt(
 ) -> Receipt {
     let mut paths = Vec::new();
     let mut packages = Vec::new();
+    let mut images = Vec::new();
     // swap-off edits /etc/fstab but does not own it: it is not a managed path.
     let owned = plan
         .steps
@@ -712,6 +806,30 @@ fn make_receipt(
                     })
                 }));
             }
+            plan::Op::Image {
+                name,
+                reference,
+                digest,
+                namespace,
+                pin,
+                daemon,
+                change,
+                ..
+            } => {
+                if *change != install_bundle::images::ImageChange::Unpin {
+                    images.push(InstalledImage {
+                        name: name.clone(),
+                        reference: reference.clone(),
+                        digest: digest.clone(),
+                        namespace: namespace.clone(),
+                        pinned: *pin,
+                        address: match daemon {
+                            install_bundle::images::Daemon::Live(a) => Some(a.clone()),
+                            install_bundle::images::Daemon::Private => None,
+                        },
+                    });
+                }
+            }
             plan::Op::Run { .. } => {}
         }
     }
@@ -726,5 +844,6 @@ fn make_receipt(
         variables: values.clone(),
         paths,
         packages,
+        images,
     }
 }

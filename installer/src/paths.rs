@@ -251,6 +251,18 @@ impl Root {
         dir.open_file(&name)
     }
 
+    /// Removes the tree at `target` (not following a final symlink), inside
+    /// the root. A missing tree is not an error.
+    pub fn remove_tree(&self, target: &str) -> io::Result<()> {
+        if self.lstat(target)?.is_none() {
+            return Ok(());
+        }
+        let shown = self.display(target);
+        self.handle
+            .remove_all(target)
+            .map_err(|e| pathrs_error("removing", &shown, e))
+    }
+
     /// Checks that the missing parents of `target` can be created: walking
     /// down from `/`, every existing component must lead to a directory
     /// inside the root. A dangling symlink (one whose target does not exist

@@ -15,6 +15,7 @@ use bundle_spec::template;
 use serde::Serialize;
 
 use crate::extract::{self, Member, MemberKind};
+use crate::images;
 use crate::paths::{CREATED_DIR_MODE, Kind, Root};
 use crate::stage::Staging;
 use crate::units;
@@ -146,6 +147,27 @@ pub enum Op {
         /// (`name installed-version bundled-version`).
         kept: Vec<(String, String, String)>,
     },
+    /// Import a container image into containerd ([`crate::images`]).
+    Image {
+        /// The image's name in the bundle.
+        name: String,
+        /// The ref it is imported under.
+        reference: String,
+        /// The bundled (pinned) digest.
+        digest: String,
+        /// The containerd namespace.
+        namespace: String,
+        /// Set the CRI's pinned label.
+        pin: bool,
+        /// Which containerd.
+        daemon: crate::images::Daemon,
+        /// The staged OCI layout tar.
+        #[serde(skip)]
+        path: PathBuf,
+        /// What changes.
+        #[serde(flatten)]
+        change: crate::images::ImageChange,
+    },
     /// Run a program.
     Run {
         /// What it is for.
@@ -171,6 +193,7 @@ impl Op {
                 *change != Change::Unchanged
             }
             Op::Dpkg { install, .. } => !install.is_empty(),
+            Op::Image { change, .. } => *change != crate::images::ImageChange::Unchanged,
             Op::Run { decision, .. } => matches!(decision, Decision::Run(_)),
         }
     }
@@ -237,6 +260,33 @@ impl Op {
                     parts.push(format!("already installed: {}", present.join(", ")));
                 }
                 format!("dpkg: {}", parts.join("; "))
+            }
+            Op::Image {
+                reference,
+                digest,
+                namespace,
+                pin,
+                change,
+                daemon,
+                ..
+            } => {
+                use crate::images::{Daemon, ImageChange};
+                let word = match change {
+                    ImageChange::Create => "import".to_owned(),
+                    ImageChange::Update(old) => format!("update (from {old})"),
+                    ImageChange::Pin => "pin".to_owned(),
+                    ImageChange::Unchanged => "unchanged".to_owned(),
+                    ImageChange::Check => "import unless present".to_owned(),
+                    ImageChange::Unpin => "unpin".to_owned(),
+                };
+                let place = match daemon {
+                    Daemon::Live(a) => format!("containerd at {a}"),
+                    Daemon::Private => "a private containerd on the root's data".to_owned(),
+                };
+                format!(
+                    "{word} image {reference} ({digest}{}) in namespace {namespace}, {place}",
+                    if *pin { ", pinned" } else { "" }
+                )
             }
             Op::Run {
                 argv,
@@ -323,6 +373,8 @@ pub struct Context<'a> {
     pub first_install: bool,
     /// Bundled packages older than installed ones.
     pub deb_downgrade: DebDowngrade,
+    /// The images the installed receipt of this bundle lists.
+    pub previous_images: &'a [crate::receipt::InstalledImage],
 }
 
 /// The state of a would-be file at `target` (its final component not followed).
@@ -622,7 +674,28 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 }
                 Err(e) => problem(e),
             },
-            Step::Images(_) => problem("images are not supported yet".into()),
+            Step::Images(s) => {
+                // A containerd the bundle installs is (re)started right before.
+                let starts_containerd = units
+                    .iter()
+                    .position(|u| u.start && units::runs_containerd(u));
+                if host
+                    && let Some(i) = starts_containerd
+                    && !ctx.no_start
+                {
+                    if reload_needed {
+                        ops.push(units::reload_op());
+                    }
+                    ops.extend(units::start_ops(&units[i], &changed_targets, ctx.no_start));
+                    units[i].started_early = true;
+                }
+                let daemon =
+                    images::daemon_for(root, s, starts_containerd.is_some() && !ctx.no_start);
+                match images::plan_step(root, ctx.manifest, ctx.staging, s, &daemon) {
+                    Ok(image_ops) => ops.extend(image_ops),
+                    Err(e) => problem(e),
+                }
+            }
             Step::Command(s) => {
                 let under_root = !host;
                 let decision = if under_root && !s.in_root {
@@ -703,7 +776,39 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
             }
         }
     };
-    let finally = units::finally(root, &units, reload_needed, &changed_targets, ctx.no_start);
+    let mut finally = units::finally(root, &units, reload_needed, &changed_targets, ctx.no_start);
+    // Images the previous release pinned and this one no longer carries.
+    let carried: BTreeSet<(String, String)> = steps
+        .iter()
+        .flat_map(|s| s.ops.iter())
+        .filter_map(|o| match o {
+            Op::Image {
+                reference,
+                namespace,
+                ..
+            } => Some((reference.clone(), namespace.clone())),
+            _ => None,
+        })
+        .collect();
+    for old in ctx.previous_images {
+        if !old.pinned || carried.contains(&(old.reference.clone(), old.namespace.clone())) {
+            continue;
+        }
+        let daemon = match (&old.address, host) {
+            (Some(a), true) => images::Daemon::Live(a.clone()),
+            _ => images::Daemon::Private,
+        };
+        finally.push(Op::Image {
+            name: old.name.clone(),
+            reference: old.reference.clone(),
+            digest: old.digest.clone(),
+            namespace: old.namespace.clone(),
+            pin: false,
+            daemon,
+            path: PathBuf::new(),
+            change: images::ImageChange::Unpin,
+        });
+    }
     let watch = units
         .iter()
         .flat_map(|u| u.names.iter().map(|n| (n.clone(), u.paths.clone())))

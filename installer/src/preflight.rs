@@ -81,6 +81,49 @@ pub fn check(root: &Root, manifest: &Manifest, plan: &Plan) -> Vec<String> {
             _ => {}
         }
     }
+    // containerd and ctr for the images steps: present now, or put in place
+    // by an earlier step of this bundle.
+    let planned = |program: &str| {
+        plan.ops().any(
+            |o| matches!(o, Op::File { target, .. } if target.rsplit('/').next() == Some(program)),
+        )
+    };
+    let mut image_problems = std::collections::BTreeSet::new();
+    for op in plan.ops() {
+        if let Op::Image { daemon, .. } = op {
+            if crate::images::ctr_binary(root).is_none() && !planned("ctr") {
+                image_problems.insert(
+                    "ctr is needed to import images but was not found (on this machine or in the root), and the bundle does not install it".to_owned(),
+                );
+            }
+            match daemon {
+                crate::images::Daemon::Private => {
+                    if crate::images::private_containerd_binary(root).is_none()
+                        && !planned("containerd")
+                    {
+                        image_problems.insert(
+                            "containerd is needed to import images (a private one below the root) but was not found in the root or on this machine, and the bundle does not install it".to_owned(),
+                        );
+                    }
+                }
+                crate::images::Daemon::Live(address) => {
+                    let started = plan.steps.iter().any(|s| {
+                        s.ops.iter().any(|o| {
+                            matches!(o, Op::Run { argv, .. } if argv.first().is_some_and(|a| a == "systemctl"))
+                        })
+                    });
+                    let reachable = crate::images::ctr_binary(root)
+                        .is_some_and(|c| crate::images::Ctr::new(c, address).reachable());
+                    if !reachable && !started {
+                        image_problems.insert(format!(
+                            "containerd does not answer on {address} and the bundle does not start it; start containerd (systemctl start containerd) or set the step's \"address\""
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems.extend(image_problems);
     for (program, (why, inside)) in &needed {
         if find_program(program, *inside).is_none() {
             let place = if inside.is_some() {

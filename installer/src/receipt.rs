@@ -33,6 +33,30 @@ pub struct Receipt {
     /// Debian packages the bundle installed.
     #[serde(default)]
     pub packages: Vec<InstalledPackage>,
+    /// Container images the bundle imported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<InstalledImage>,
+}
+
+/// One imported image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledImage {
+    /// The image's name in the bundle.
+    pub name: String,
+    /// The ref in containerd.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The digest the ref points to.
+    pub digest: String,
+    /// The containerd namespace.
+    pub namespace: String,
+    /// Whether it carries the CRI's pinned label.
+    pub pinned: bool,
+    /// containerd's socket on a live host; absent when imported by a private
+    /// containerd (below `--root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// One managed path.

@@ -37,6 +37,9 @@ pub struct PlannedUnit {
     pub paths: Vec<String>,
     /// Start it (the step's `start`).
     pub start: bool,
+    /// Started before a later step needed it (containerd before images),
+    /// not again among the final actions.
+    pub started_early: bool,
 }
 
 /// Plans one `systemd-unit` step: its unit file and, with `enable`, the
@@ -73,6 +76,7 @@ pub fn plan_step(
             changed,
             paths,
             start: s.start,
+            started_early: false,
         },
     ))
 }
@@ -240,32 +244,49 @@ pub fn finally(
     if !root.is_host() || units.is_empty() {
         return out;
     }
-    let booted = booted();
-    let not_booted = || {
-        Decision::Skip(
-            "systemd is not running here (chroot or image); units load when it boots".into(),
-        )
-    };
     if reload_needed {
-        out.push(Op::Run {
-            what: "reload systemd".into(),
-            argv: vec!["systemctl".into(), "daemon-reload".into()],
-            chroot: false,
-            undo: Some(vec!["systemctl".into(), "daemon-reload".into()]),
-            decision: if booted {
-                Decision::Run("unit files or their links changed".into())
-            } else {
-                not_booted()
-            },
-        });
+        out.push(reload_op());
     }
-    for u in units.iter().filter(|u| u.start && !no_start) {
-        let touched: Vec<&str> = u.paths[1..]
-            .iter()
-            .filter(|n| changed_targets.contains(*n))
-            .map(String::as_str)
-            .collect();
-        for name in &u.names {
+    for u in units.iter().filter(|u| !u.started_early) {
+        out.extend(start_ops(u, changed_targets, no_start));
+    }
+    out
+}
+
+fn not_booted() -> Decision {
+    Decision::Skip("systemd is not running here (chroot or image); units load when it boots".into())
+}
+
+/// `systemctl daemon-reload`, run where systemd runs.
+pub fn reload_op() -> Op {
+    Op::Run {
+        what: "reload systemd".into(),
+        argv: vec!["systemctl".into(), "daemon-reload".into()],
+        chroot: false,
+        undo: Some(vec!["systemctl".into(), "daemon-reload".into()]),
+        decision: if booted() {
+            Decision::Run("unit files or their links changed".into())
+        } else {
+            not_booted()
+        },
+    }
+}
+
+/// The start/restart of `u` (each of its names): restart when its unit file
+/// or a file it names changed, start when it is not running, else nothing.
+pub fn start_ops(u: &PlannedUnit, changed_targets: &BTreeSet<String>, no_start: bool) -> Vec<Op> {
+    if !u.start || no_start {
+        return Vec::new();
+    }
+    let booted = booted();
+    let touched: Vec<&str> = u.paths[1..]
+        .iter()
+        .filter(|n| changed_targets.contains(*n))
+        .map(String::as_str)
+        .collect();
+    u.names
+        .iter()
+        .map(|name| {
             let active = booted && succeeds(&["systemctl", "is-active", "--quiet", name]);
             let (verb, decision) = if u.changed {
                 ("restart", Decision::Run("unit file changed".into()))
@@ -279,7 +300,7 @@ pub fn finally(
             } else {
                 ("start", Decision::Skip("running and unchanged".into()))
             };
-            out.push(Op::Run {
+            Op::Run {
                 what: format!("{verb} {name}"),
                 argv: vec!["systemctl".into(), verb.into(), name.clone()],
                 chroot: false,
@@ -291,10 +312,16 @@ pub fn finally(
                     name.clone(),
                 ]),
                 decision: if booted { decision } else { not_booted() },
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
+}
+
+/// Whether the unit runs a `containerd` binary (its content names one).
+pub fn runs_containerd(u: &PlannedUnit) -> bool {
+    u.paths[1..]
+        .iter()
+        .any(|p| p.rsplit('/').next() == Some("containerd"))
 }
 
 /// Where the installer keeps a copy of itself for recovery at boot.

@@ -170,8 +170,10 @@ fn full_install_with_every_step_kind_then_rerun_changes_nothing() {
         ],
         &[],
     )
-    .code(0)
-    .stdout_has("/usr/local/bin/crictl content modified");
+    .code(7)
+    .stdout_has("/usr/local/bin/crictl content modified")
+    .stderr_has("1 item(s) differ from what was installed")
+    .stderr_has("/usr/local/bin/crictl: content modified");
 }
 
 #[test]

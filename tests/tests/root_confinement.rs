@@ -355,7 +355,8 @@ fn a_hostile_link_swapped_in_after_install_is_reported_not_followed_by_status() 
         ],
         &[],
     );
-    out.stdout_has("/usr/local/bin/runc not a regular file any more");
+    out.code(7)
+        .stdout_has("/usr/local/bin/runc not a regular file any more");
     // Re-installing replaces the link; the host file is untouched.
     let before = tree_listing(&h);
     kit::install(&root, &b, &f.keys.public, &[CIDR], &[]).code(0);
