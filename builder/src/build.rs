@@ -184,6 +184,7 @@ pub fn requests(
             sources,
             sha256: a.sha256,
             size: a.size,
+            label: None,
         });
     }
     Ok(out)

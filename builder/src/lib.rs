@@ -7,3 +7,4 @@ pub mod keys;
 pub mod lock;
 pub mod pin;
 pub mod progress;
+pub mod registry;
