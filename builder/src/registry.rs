@@ -198,14 +198,14 @@ pub enum RegistryError {
         reason: String,
     },
     /// The registry refused access.
-    #[error("{registry} refused access to {repository} (HTTP 401 Unauthorized): {}", unauthorized_hint(registry, credentials.as_ref(), auth_file))]
+    #[error("{registry} refused access to {repository} (HTTP 401 Unauthorized): {}", unauthorized_hint(registry, credentials.as_deref(), auth_file))]
     Unauthorized {
         /// The registry.
         registry: String,
         /// The repository.
         repository: String,
         /// The credentials sent, if any.
-        credentials: Option<Credentials>,
+        credentials: Option<Box<Credentials>>,
         /// Where credentials would have come from.
         auth_file: Option<PathBuf>,
     },
@@ -612,7 +612,7 @@ impl Registries {
             | OciDistributionError::AuthenticationFailure(_) => RegistryError::Unauthorized {
                 registry,
                 repository: reference.repository().to_owned(),
-                credentials: session.credentials.clone(),
+                credentials: session.credentials.clone().map(Box::new),
                 auth_file: self.options.auth_file.path.clone(),
             },
             OciDistributionError::DigestError(d) => match d {
