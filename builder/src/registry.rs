@@ -822,11 +822,13 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             return Some(t);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(t) = inner.downcast_ref::<rustls::Error>()
-        {
-            return Some(t);
+        // hyper wraps rustls' io::Error in another io::Error.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|i| i.get_ref()) {
+            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                return Some(t);
+            }
+            io = inner.downcast_ref::<std::io::Error>();
         }
         current = err.source();
     }
@@ -842,10 +844,10 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         if !t.is_empty() {
             text = t;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-        {
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|i| i.get_ref()) {
             text = inner.to_string();
+            io = inner.downcast_ref::<std::io::Error>();
         }
         current = err.source();
     }
@@ -957,5 +959,42 @@ mod tests {
         std::fs::write(&path, "not json").unwrap();
         let e = file.credentials("x.example").unwrap_err().to_string();
         assert!(e.contains("not a valid auth file"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    /// A server that answers anything with a plain HTTP 400, as a plain
+    /// HTTP registry answers a TLS handshake.
+    fn plain_server() -> std::net::SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(4) {
+                use std::io::{Read as _, Write as _};
+                let Ok(mut s) = s else { continue };
+                let mut b = [0u8; 1024];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_server_that_does_not_speak_tls_is_told_from_an_untrusted_certificate() {
+        let addr = plain_server();
+        let e = reqwest::blocking::Client::new()
+            .get(format!("https://{addr}/v2/"))
+            .send()
+            .unwrap_err();
+        assert!(is_tls(&e));
+        assert_eq!(certificate_error(&e), None);
+        assert_eq!(
+            describe(&e),
+            "received corrupt message of type InvalidContentType"
+        );
     }
 }
