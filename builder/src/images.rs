@@ -700,6 +700,17 @@ pub fn pin(
     source: &ImageSource,
 ) -> Result<PinnedImage, Box<ImageError>> {
     let sources = sources_of(source);
+    if resolver.offline {
+        return Err(Box::new(ImageError::Resolve {
+            name: name.clone(),
+            reference: source.reference.clone(),
+            failures: vec![RegistryError::Transfer {
+                registry: source.reference.registry().to_owned(),
+                reason: "--offline: only the registry knows what the tag names now".into(),
+                transient: false,
+            }],
+        }));
+    }
     let mut failures = Vec::new();
     for r in &sources {
         match resolver.registries.manifest(r) {

@@ -272,7 +272,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             } else {
                 outln!(
-                    "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache), signed by key {}",
+                    "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache){}, signed by key {}",
                     m.name,
                     m.version,
                     m.serial,
@@ -281,6 +281,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     built.fetched.len(),
                     downloaded,
                     built.fetched.len() - downloaded,
+                    match built.images.len() {
+                        0 => String::new(),
+                        n => format!(", {n} image(s)"),
+                    },
                     built_key_id(&built.signature)
                 );
                 for i in &built.images {

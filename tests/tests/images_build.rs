@@ -234,7 +234,8 @@ fn build_from_a_plain_registry_carries_only_the_target_platform() {
             multi.digest(),
             multi.platform("amd64").unwrap().manifest.digest
         ))
-        .stdout_has("2 blob(s) downloaded, 0 from cache");
+        .stdout_has("2 blob(s) downloaded, 0 from cache")
+        .stdout_has("0 artifacts (0 downloaded, 0 from cache), 2 image(s), signed by key");
     let bundle = s.path("out.tar.zst");
 
     // The manifest: both digests, the platform, the layout as an artifact.
@@ -648,6 +649,11 @@ fn an_unpinned_image_or_a_bad_insecure_registry_value_is_refused_before_any_down
         .code(1)
         .stderr_has("image(s) not pinned: app")
         .stderr_has("bundler pin");
+    let before = std::fs::read(&spec).unwrap();
+    s.pin(&spec, &["--offline"]).code(1).stderr_has(
+        "image app: cannot resolve registry.example/app:1: registry.example: --offline",
+    );
+    assert_eq!(std::fs::read(&spec).unwrap(), before);
     let spec = s.spec(
         serde_json::json!({"app": {"ref": "registry.example/app:1", "digest": format!("sha256:{}", "1".repeat(64))}}),
         &[],
