@@ -6,6 +6,8 @@
 //!   holds busybox-static's `/bin/busybox` (Debian package busybox-static)
 //!   and whose entrypoint is `/bin/busybox echo LINE`: a container of it
 //!   prints LINE (`ctr run --rm REF id` does, offline, once imported).
+//! * [`TestImage::pause`]: a sandbox image stand-in (busybox sleeping), for
+//!   containerd's `sandbox_image` in tests.
 //! * [`TestImage::two_platform`]: an OCI image index of that linux/amd64
 //!   manifest and a linux/arm64 (variant v8) one with its own small layer
 //!   and config, so a test can check that only the amd64 blobs travel.
@@ -193,17 +195,33 @@ fn platform_image(
 }
 
 fn amd64(line: &str) -> PlatformImage {
+    amd64_with(serde_json::json!([BUSYBOX, "echo", line]))
+}
+
+fn amd64_with(entrypoint: serde_json::Value) -> PlatformImage {
     let busybox = std::fs::read(BUSYBOX)
         .unwrap_or_else(|e| panic!("{BUSYBOX} (apt-get install busybox-static): {e}"));
     platform_image(
         "amd64",
         None,
         tar(&[("bin/busybox", 0o755, &busybox)]),
-        serde_json::json!([BUSYBOX, "echo", line]),
+        entrypoint,
     )
 }
 
 impl TestImage {
+    /// A stand-in for the sandbox ("pause") image: single-platform
+    /// linux/amd64, busybox, entrypoint `/bin/busybox sleep 2147483647`, so a
+    /// pod sandbox made of it stays up as the real `/pause` does.
+    pub fn pause() -> TestImage {
+        let image = amd64_with(serde_json::json!([BUSYBOX, "sleep", "2147483647"]));
+        TestImage {
+            root: image.manifest.clone(),
+            platforms: vec![image],
+            line: String::new(),
+        }
+    }
+
     /// A single-platform (linux/amd64) image: the root is its manifest.
     pub fn single(line: &str) -> TestImage {
         let image = amd64(line);
