@@ -46,6 +46,10 @@ pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
     bundle_spec::image::MEDIA_TYPE_DOCKER_MANIFEST,
 ];
 
+/// The longest a registry that may use plain HTTP is given to answer the
+/// HTTPS (then the HTTP) probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest manifest or index accepted (containerd's limit for a manifest).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
@@ -501,11 +505,15 @@ impl Registries {
     }
 
     /// HTTPS or HTTP for a registry that may use plain HTTP: HTTPS unless
-    /// the server does not speak TLS at all.
+    /// the server does not speak TLS (the handshake fails other than on its
+    /// certificate) and does answer plain HTTP.
     fn probe(&self, registry: &str, api_host: &str) -> Result<Scheme, RegistryError> {
+        // A TLS handshake with a live registry takes milliseconds; a plain
+        // HTTP server may instead wait for a request head that never comes.
+        let wait = self.fetch.idle_timeout.min(PROBE_TIMEOUT);
         let mut builder = reqwest::blocking::Client::builder()
-            .connect_timeout(self.fetch.connect_timeout)
-            .timeout(self.fetch.idle_timeout)
+            .connect_timeout(self.fetch.connect_timeout.min(wait))
+            .timeout(wait)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("bundler/", env!("CARGO_PKG_VERSION")));
         for cert in self.extra_roots()? {
@@ -519,31 +527,28 @@ impl Registries {
         let total = self.fetch.retries.saturating_add(1);
         let mut attempt = 1;
         loop {
-            match client.get(format!("https://{api_host}/v2/")).send() {
+            let e = match client.get(format!("https://{api_host}/v2/")).send() {
                 Ok(_) => return Ok(Scheme::Https),
-                Err(e) => {
-                    if let Some(reason) = certificate_error(&e) {
-                        return Err(RegistryError::Tls {
-                            registry: registry.to_owned(),
-                            reason,
-                        });
-                    }
-                    if e.is_connect() && !is_tls(&e) {
-                        if attempt >= total {
-                            return Err(RegistryError::Transfer {
-                                registry: registry.to_owned(),
-                                reason: describe(&e),
-                                transient: true,
-                            });
-                        }
-                        std::thread::sleep(backoff(&self.fetch, attempt));
-                        attempt += 1;
-                        continue;
-                    }
-                    // It answered, but not in TLS: a plain HTTP registry.
-                    return Ok(Scheme::Http);
-                }
+                Err(e) => e,
+            };
+            if let Some(reason) = certificate_error(&e) {
+                return Err(RegistryError::Tls {
+                    registry: registry.to_owned(),
+                    reason,
+                });
             }
+            if client.get(format!("http://{api_host}/v2/")).send().is_ok() {
+                return Ok(Scheme::Http);
+            }
+            if attempt >= total {
+                return Err(RegistryError::Transfer {
+                    registry: registry.to_owned(),
+                    reason: describe(&e),
+                    transient: true,
+                });
+            }
+            std::thread::sleep(backoff(&self.fetch, attempt));
+            attempt += 1;
         }
     }
 
@@ -810,10 +815,6 @@ fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     })
 }
 
-fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
-    tls_error(e).is_some()
-}
-
 /// The rustls error somewhere in `e`'s chain (io::Error hides its inner
 /// error from `source()`, so look inside those too).
 fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
@@ -990,7 +991,7 @@ mod probe_tests {
             .get(format!("https://{addr}/v2/"))
             .send()
             .unwrap_err();
-        assert!(is_tls(&e));
+        assert!(tls_error(&e).is_some());
         assert_eq!(certificate_error(&e), None);
         assert_eq!(
             describe(&e),

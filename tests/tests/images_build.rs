@@ -668,3 +668,36 @@ fn an_unpinned_image_or_a_bad_insecure_registry_value_is_refused_before_any_down
     .stderr_has("--insecure-registry \"http://registry.example\": expected HOST:PORT");
     assert!(!s.path("out.tar.zst").exists());
 }
+
+#[test]
+fn a_manifest_whose_docker_content_digest_differs_from_its_bytes_is_refused_by_pin() {
+    // A registry (or a proxy in front of one) that lies: the loopback test
+    // server answers the distribution API's two requests.
+    let server = bundle_tests::server::Server::start();
+    server.route("/v2/", bundle_tests::server::Behavior::Body(b"{}".to_vec()));
+    let image = TestImage::single("lying registry");
+    let claimed = format!("sha256:{}", "e".repeat(64));
+    server.route(
+        "/v2/team/app/manifests/1.0",
+        bundle_tests::server::Behavior::Headers {
+            content_type: image.root.media_type.clone(),
+            headers: vec![("Docker-Content-Digest".into(), claimed.clone())],
+            body: image.root.bytes.clone(),
+        },
+    );
+    let s = Setup::new();
+    let host = format!("127.0.0.1:{}", server.addr().port());
+    let spec = s.spec(
+        serde_json::json!({"app": {"ref": format!("{host}/team/app:1.0")}}),
+        &[],
+    );
+    let before = std::fs::read(&spec).unwrap();
+    // The test server waits for a request head the TLS probe never sends.
+    s.pin(&spec, &["--timeout", "1"])
+        .code(1)
+        .stderr_has(&format!(
+            "{host}/team/app:1.0: the manifest {host} sent has sha256 {}, not {claimed}",
+            image.digest()
+        ));
+    assert_eq!(std::fs::read(&spec).unwrap(), before);
+}
