@@ -125,6 +125,9 @@ impl AuthFile {
                 "it holds an identity token, which bundler does not support; log in with a user name and password (or a registry access token as the password)".into(),
             )),
             Err(E::NoCredentialConfigured) => Ok(None),
+            // ~/.docker/config.json naming a helper this machine lacks
+            // (`credsStore: desktop`): pull anonymously, as docker does.
+            Err(E::HelperCommunicationError) if !self.explicit => Ok(None),
             Err(E::HelperFailure { stdout, .. }) if stdout.contains("credentials not found") => {
                 Ok(None)
             }
