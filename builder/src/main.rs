@@ -63,6 +63,8 @@ enum Command {
         level: i32,
         #[command(flatten)]
         fetch: FetchArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -70,12 +72,15 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Download unpinned artifacts and write their sha256 and size into the spec.
+    /// Download unpinned artifacts and write their sha256 and size into the
+    /// spec; resolve unpinned images to the digest their registry serves.
     Pin {
         /// The spec (JSON); rewritten in place.
         spec: PathBuf,
         #[command(flatten)]
         fetch: FetchArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// No progress output.
         #[arg(short, long)]
         quiet: bool,
@@ -155,6 +160,31 @@ struct FetchArgs {
     min_rate_window: u64,
 }
 
+/// How container registries are reached. Credentials come from
+/// $REGISTRY_AUTH_FILE, else ~/.docker/config.json.
+#[derive(Args)]
+struct RegistryArgs {
+    /// A PEM file of CA certificates trusted for registries, besides the
+    /// system's roots (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    ca: Vec<PathBuf>,
+    /// Allow plain HTTP to this registry (HOST:PORT as in image references;
+    /// repeatable). Loopback registries need no flag. HTTPS is still
+    /// preferred when the registry speaks it.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> bundler::registry::RegistryOptions {
+        bundler::registry::RegistryOptions {
+            ca_files: self.ca.clone(),
+            insecure: self.insecure.clone(),
+            auth_file: bundler::registry::AuthFile::from_env(),
+        }
+    }
+}
+
 impl FetchArgs {
     fn options(&self) -> FetchOptions {
         FetchOptions {
@@ -196,6 +226,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             key,
             level,
             fetch,
+            registry,
             json,
             quiet,
         } => {
@@ -209,6 +240,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     cache: fetch.cache.clone(),
                     fetch: fetch.options(),
                     level,
+                    registry: registry.options(),
                 },
                 &progress,
             );
@@ -222,17 +254,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .iter()
                     .map(|f| json!({"name": f.name, "sha256": f.sha256, "size": f.size, "source": f.source, "from_cache": f.from_cache}))
                     .collect();
+                let images: Vec<_> = built
+                    .images
+                    .iter()
+                    .map(|i| json!({"name": i.name, "ref": i.reference, "digest": i.digest, "manifest": i.manifest,
+                        "size": i.size, "blobs_downloaded": i.blobs_downloaded, "blobs_from_cache": i.blobs_cached,
+                        "manifests_downloaded": i.manifests_downloaded}))
+                    .collect();
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "bundle": built.bundle, "signature": built.signature, "name": m.name, "version": m.version,
                         "serial": m.serial, "created": m.created, "key_id": built_key_id(&built.signature),
                         "manifest_sha256": built.manifest_sha256, "size": built.size, "artifacts": artifacts,
+                        "images": images,
                     }))?
                 );
             } else {
                 outln!(
-                    "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache), signed by key {}",
+                    "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache){}, signed by key {}",
                     m.name,
                     m.version,
                     m.serial,
@@ -241,21 +281,59 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     built.fetched.len(),
                     downloaded,
                     built.fetched.len() - downloaded,
+                    match built.images.len() {
+                        0 => String::new(),
+                        n => format!(", {n} image(s)"),
+                    },
                     built_key_id(&built.signature)
                 );
+                for i in &built.images {
+                    outln!(
+                        "image {} {}@{} ({} manifest {}): {}, {} blob(s) downloaded, {} from cache",
+                        i.name,
+                        i.reference,
+                        i.digest,
+                        m.images.get(&i.name).map_or("", |e| e.platform.as_str()),
+                        i.manifest,
+                        HumanBytes(i.size),
+                        i.blobs_downloaded,
+                        i.blobs_cached
+                    );
+                }
                 outln!("detached signature: {}", built.signature.display());
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pin { spec, fetch, quiet } => {
+        Command::Pin {
+            spec,
+            fetch,
+            registry,
+            quiet,
+        } => {
             let progress = Progress::new(Display::detect(quiet));
-            let result = pin(&spec, fetch.cache.as_deref(), &fetch.options(), &progress);
+            let result = pin(
+                &spec,
+                fetch.cache.as_deref(),
+                &fetch.options(),
+                &registry.options(),
+                &progress,
+            );
             progress.finish();
             let pinned = result?;
             if pinned.is_empty() {
                 outln!("{}: every artifact is already pinned", spec.display());
             }
-            for f in pinned {
+            for i in &pinned.images {
+                outln!(
+                    "pinned image {}: {} is {} (manifest {}; from {})",
+                    i.name,
+                    i.reference,
+                    i.digest,
+                    i.manifest,
+                    i.source
+                );
+            }
+            for f in pinned.artifacts {
                 outln!(
                     "pinned {}: sha256 {} size {} (from {})",
                     f.name,
@@ -508,6 +586,33 @@ fn print_inspect(
             a.sha256,
             a.url
         );
+    }
+    if !m.images.is_empty() {
+        outln!("images     {}", m.images.len());
+        let width = m
+            .images
+            .keys()
+            .map(|n| n.as_str().len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        for (name, i) in &m.images {
+            let size = m.artifacts.get(name).map_or(0, |a| a.size);
+            outln!(
+                "  {:<width$}  {:>10}  {}",
+                name.as_str(),
+                HumanBytes(size).to_string(),
+                i.reference
+            );
+            outln!("  {:<width$}  {:>10}  digest   {}", "", "", i.digest);
+            outln!(
+                "  {:<width$}  {:>10}  {} manifest {}",
+                "",
+                "",
+                i.platform,
+                i.manifest
+            );
+        }
     }
     outln!("steps      {}", m.steps.len());
     for (i, s) in m.steps.iter().enumerate() {

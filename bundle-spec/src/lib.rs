@@ -57,6 +57,7 @@ pub mod digest;
 pub mod extract;
 pub mod format;
 pub mod image;
+pub mod layout;
 pub mod limits;
 pub mod names;
 pub mod read;
