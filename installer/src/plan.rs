@@ -711,6 +711,12 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                         "not run under --root; set \"in_root\": true to run it through chroot"
                             .into(),
                     )
+                } else if host && !s.in_root && !units::booted() {
+                    // A chroot or an image build: the command would act on
+                    // the build machine's kernel (sysctl, modprobe...).
+                    Decision::Skip(
+                        "systemd is not running here (chroot or image): not run; set \"in_root\": true to run it anyway".into(),
+                    )
                 } else if let Some(unless) = &s.unless {
                     if succeeds(unless, under_root.then(|| root.path())) {
                         Decision::Skip(format!("`{}` succeeded", unless.join(" ")))

@@ -34,6 +34,8 @@ use bundle_tests::debootstrap::{
 };
 use bundle_tests::fixture::make_deb;
 use bundle_tests::kit;
+use bundle_tests::oci::TestImage;
+use bundle_tests::registry::Registry;
 use bundle_tests::server::{Behavior, Server};
 use bundle_tests::tree::{diff_listings, tree_hash, tree_listing};
 use serde_json::{Value, json};
@@ -113,6 +115,10 @@ fn bundler_build(spec: &Path, keys: &Keys, cache: &Path, out: &Path) -> Output {
             "-o".into(),
             os(out),
             "--quiet".into(),
+            // The images' own registry (registry.k8s.io) is unreachable
+            // here; their loopback mirror answers at once.
+            "--retries".into(),
+            "0".into(),
         ],
         &[("SOURCE_DATE_EPOCH", "1700000000")],
     )
@@ -641,7 +647,13 @@ fn url_version(url: &str) -> String {
 /// Files an artifact installs: root-relative path and bytes.
 type Installs = Vec<(String, Vec<u8>)>;
 
-fn standins(example: &Value) -> BTreeMap<String, (Vec<u8>, Installs)> {
+/// The release files: stand-ins, except containerd, which is Debian's real
+/// `containerd` package's binaries (`containerd`, in the upstream release
+/// layout) so that the images step really imports into it.
+fn standins(
+    example: &Value,
+    containerd: &[(String, Vec<u8>)],
+) -> BTreeMap<String, (Vec<u8>, Installs)> {
     let mut out = BTreeMap::new();
     for (name, a) in example["artifacts"].as_object().unwrap() {
         let url = a["url"].as_str().unwrap();
@@ -659,22 +671,9 @@ fn standins(example: &Value) -> BTreeMap<String, (Vec<u8>, Installs)> {
                 )
             }
             "containerd" => {
-                let bins = [
-                    "containerd",
-                    "containerd-shim",
-                    "containerd-shim-runc-v1",
-                    "containerd-shim-runc-v2",
-                    "containerd-stress",
-                    "ctr",
-                ];
-                let files: Vec<(String, Vec<u8>)> = bins
+                let files: Vec<(String, Vec<u8>)> = containerd
                     .iter()
-                    .map(|b| {
-                        (
-                            format!("bin/{b}"),
-                            script(&format!("{b} github.com/containerd/containerd {v}")),
-                        )
-                    })
+                    .map(|(b, bytes)| (format!("bin/{b}"), bytes.clone()))
                     .collect();
                 let mut entries: Vec<(&str, Option<&[u8]>)> = vec![("bin/", None)];
                 entries.extend(files.iter().map(|(n, b)| (n.as_str(), Some(&b[..]))));
@@ -771,6 +770,8 @@ struct Prepared {
     base: PathBuf,
     closure: Vec<(String, String)>,
     debs: Vec<PathBuf>,
+    /// Debian's containerd binaries (name, bytes).
+    containerd: Vec<(String, Vec<u8>)>,
     installer: PathBuf,
     seconds: f64,
 }
@@ -882,10 +883,41 @@ fn prepare() -> Result<Prepared, String> {
         systemd,
         "debootstrap --variant=minbase installed packages debian-12-minbase does not list"
     );
+    // Debian's containerd, for the release tarball's binaries.
+    let ctd = apt
+        .closure(&["containerd"])
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n == "containerd")
+        .collect::<Vec<_>>();
+    let ctd_deb = apt.download(&ctd).unwrap().remove(0);
+    let x = tempfile::tempdir().unwrap();
+    debootstrap::sh(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&ctd_deb)
+            .arg(x.path()),
+    )?;
+    let containerd = [
+        "containerd",
+        "containerd-shim",
+        "containerd-shim-runc-v1",
+        "containerd-shim-runc-v2",
+        "containerd-stress",
+        "ctr",
+    ]
+    .iter()
+    .filter_map(|b| {
+        std::fs::read(x.path().join("usr/bin").join(b))
+            .ok()
+            .map(|bytes| ((*b).to_owned(), bytes))
+    })
+    .collect();
     Ok(Prepared {
         base,
         closure,
         debs,
+        containerd,
         installer,
         seconds: t.elapsed().as_secs_f64(),
     })
@@ -940,8 +972,28 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
     .unwrap();
     let server = Server::serve_dir(&www);
     let example = read_json(&examples().join(file));
-    let standins = standins(&example);
+    let standins = standins(&example, &p.containerd);
     let mut spec = example.clone();
+    // The pause image: upstream's digest cannot be fetched offline, so a
+    // stand-in is served by a loopback registry as a mirror of the same ref
+    // (containerd's sandbox_image and the kubelet's flag still name it).
+    let registry = Registry::plain();
+    let pause = TestImage::pause();
+    let pause_ref = example["images"]["pause"]["ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (pause_repo, pause_tag) = {
+        let name = pause_ref.split_once('/').unwrap().1;
+        let (r, t) = name.rsplit_once(':').unwrap();
+        (r.to_owned(), t.to_owned())
+    };
+    pause.push(&registry, &pause_repo, &pause_tag);
+    spec["images"]["pause"] = json!({
+        "ref": pause_ref,
+        "digest": pause.digest(),
+        "mirrors": [format!("{}/{pause_repo}", registry.host())],
+    });
     for (name, (bytes, _)) in &standins {
         let url = example["artifacts"][name]["url"].as_str().unwrap();
         let rel = url.strip_prefix("https://").unwrap();
@@ -1066,10 +1118,12 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
             ],
         )
     };
-    install("/worker.tar.zst")
+    let first = install("/worker.tar.zst");
+    first
         .code(0)
         .stdout_has("[5/5] receipt")
         .stdout_has(&format!("k8s-worker {version} (serial 1) installed"));
+    let install_log = first.stdout.clone();
     mark("install-bundle in chroot", &mut t);
 
     // The OS packages, installed by dpkg in the root.
@@ -1108,10 +1162,26 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
             .code(0)
             .stdout_has(&format!("Kubernetes {k8s}"));
     }
-    let ctr = url_version(example["artifacts"]["containerd"]["url"].as_str().unwrap());
-    chroot(&root, &["containerd"]).code(0).stdout_has(&format!(
-        "containerd github.com/containerd/containerd {ctr}"
-    ));
+    chroot(&root, &["containerd", "--version"])
+        .code(0)
+        .stdout_has("containerd github.com/containerd/containerd");
+    // The pause image: imported (by a private containerd, as no systemd
+    // runs in the chroot) under its ref at the bundled digest, pinned.
+    chroot(&root, &["/install-bundle", "status", "k8s-worker"])
+        .code(0)
+        .stdout_has(&format!(
+            "image      {pause_ref} {} ok (pinned)",
+            pause.digest()
+        ));
+    // Nothing of the build machine's kernel was touched from the chroot.
+    let out = install_log.clone();
+    for skipped in [
+        "skip modprobe overlay",
+        "skip modprobe br_netfilter",
+        "skip sysctl --system",
+    ] {
+        assert!(out.contains(skipped), "{skipped}:\n{out}");
+    }
     // containerd's unit byte-identical to the seed's; its config the
     // example's (the seed's for v1.21, the one containerd 1.7 needs for v1.30).
     assert_eq!(
