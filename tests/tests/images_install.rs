@@ -541,7 +541,7 @@ impl LiveHost {
 
     fn install(&self, bundle: &Path, env: &[(&str, &str)]) -> Output {
         std::fs::copy(bundle, self.root.join("b.tar.zst")).unwrap();
-        let mut argv: Vec<&std::ffi::OsStr> = vec![
+        let argv: Vec<&std::ffi::OsStr> = vec![
             self.root.as_os_str(),
             "/install-bundle".as_ref(),
             "/b.tar.zst".as_ref(),
