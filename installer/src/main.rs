@@ -657,8 +657,16 @@ fn install_staged<R: Read>(
     let changes = the_plan.changes();
     let plan_json = serde_json::to_value(&the_plan).unwrap_or_default();
     let doc = |result: &str, changed: usize| {
+        let steps: Vec<serde_json::Value> = out
+            .step_timings()
+            .into_iter()
+            .map(
+                |(number, kind, seconds)| json!({"step": number, "kind": kind, "seconds": seconds}),
+            )
+            .collect();
         json!({"result": result, "name": manifest.name, "version": manifest.version, "serial": manifest.serial,
-               "key_id": key_id.to_string(), "manifest_sha256": manifest_sha256, "changed": changed, "plan": plan_json})
+               "key_id": key_id.to_string(), "manifest_sha256": manifest_sha256, "changed": changed, "plan": plan_json,
+               "timings": {"apply_steps": steps}})
     };
     if a.dry_run {
         out.line(&format!("dry run: {changes} changes planned, nothing done"));

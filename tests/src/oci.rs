@@ -210,6 +210,17 @@ fn amd64_with(entrypoint: serde_json::Value) -> PlatformImage {
 }
 
 impl TestImage {
+    /// A single-platform linux/amd64 image whose one layer is `layer_tar`
+    /// (gzip-compressed here), for images of a chosen size (the benchmark).
+    pub fn with_layer(layer_tar: Vec<u8>, line: &str) -> TestImage {
+        let p = platform_image("amd64", None, layer_tar, serde_json::json!(["/bin/true"]));
+        TestImage {
+            root: p.manifest.clone(),
+            platforms: vec![p],
+            line: line.to_owned(),
+        }
+    }
+
     /// A stand-in for the sandbox ("pause") image: single-platform
     /// linux/amd64, busybox, entrypoint `/bin/busybox sleep 2147483647`, so a
     /// pod sandbox made of it stays up as the real `/pause` does.
