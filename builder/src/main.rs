@@ -163,6 +163,27 @@ enum Command {
         #[arg(short, long)]
         out: Option<PathBuf>,
     },
+    /// Compare two releases: bundles (verified with --key) or specs.
+    ///
+    /// Reports artifacts, Debian packages (versions), images (digests),
+    /// steps (with a unified diff of file and unit content), variables, name,
+    /// version, serial, expiry and target. Exit 0 when equal, 1 when
+    /// different, 2 on errors, 3 when a bundle fails verification.
+    #[command(
+        after_help = "Examples:\n  bundler diff worker-1.30.3.tar.zst worker-1.30.4.tar.zst --key keys/release.pub\n  bundler diff k8s-worker.json worker-1.30.4.tar.zst --key keys/release.pub --json > change.json\n  bundler diff old/k8s-worker.json k8s-worker.json"
+    )]
+    Diff {
+        /// The old release: a bundle or a spec.
+        old: PathBuf,
+        /// The new release: a bundle or a spec.
+        new: PathBuf,
+        /// Trusted public key(s) for bundles.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Print the report as JSON (builder/schema/diff.schema.json).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a bundle's manifest, signing key and artifacts.
     Inspect {
         /// The bundle.
@@ -175,6 +196,16 @@ enum Command {
         json: bool,
     },
 }
+
+/// `bundler diff`: a side failed verification (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct DiffVerify(bundler::diff::DiffError);
+
+/// `bundler diff`: a side could not be read (exit 2, as diff(1)).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct DiffUsage(bundler::diff::DiffError);
 
 /// The parts index for `path`: itself, or `NAME.parts.json` beside the
 /// first part `NAME.001`.
@@ -287,8 +318,12 @@ fn main() -> ExitCode {
             let parts_refused = e
                 .downcast_ref::<bundle_spec::parts::PartsError>()
                 .is_some_and(|p| !matches!(p, bundle_spec::parts::PartsError::Io { .. }));
+            if e.downcast_ref::<DiffUsage>().is_some() {
+                return ExitCode::from(2);
+            }
             if e.downcast_ref::<ReadError>().is_some()
                 || e.downcast_ref::<TrustedKeyError>().is_some()
+                || e.downcast_ref::<DiffVerify>().is_some()
                 || parts_refused
             {
                 ExitCode::from(EXIT_VERIFY)
@@ -487,6 +522,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff {
+            old,
+            new,
+            keys,
+            json,
+        } => {
+            let trusted = if keys.is_empty() {
+                None
+            } else {
+                Some(load_trusted(&keys).map_err(TrustedKeyError)?)
+            };
+            let load = |p: &Path| -> Result<bundler::diff::Side> {
+                bundler::diff::load(p, trusted.as_ref()).map_err(|e| match e {
+                    bundler::diff::DiffError::Verify { .. } => anyhow::Error::new(DiffVerify(e)),
+                    other => anyhow::Error::new(DiffUsage(other)),
+                })
+            };
+            let report = bundler::diff::diff(&load(&old)?, &load(&new)?);
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                outln!("{}", bundler::diff::text(&report).trim_end());
+            }
+            Ok(if report.equal {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Split {
             bundle,
