@@ -112,6 +112,9 @@ pub enum BuildError {
     /// Artifacts do not have the content their steps need.
     #[error(transparent)]
     Unfit(#[from] crate::content::UnfitErrors),
+    /// The SBOM could not be made.
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
     /// Writing the bundle failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -432,6 +435,13 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
             .images
             .insert(l.image.name.clone(), l.entry.clone());
     }
+    let paths: std::collections::BTreeMap<&ArtifactName, &Path> = fetched
+        .iter()
+        .map(|f| (&f.name, f.path.as_path()))
+        .chain(layouts.iter().map(|l| (&l.image.name, &*l.file)))
+        .collect();
+    let (sbom, sbom_entry) = crate::sbom::make(&manifest, &paths, &layouts)?;
+    manifest.sbom = Some(sbom_entry);
     let out_err = |source| BuildError::Output {
         path: out.clone(),
         source,
@@ -451,11 +461,6 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(out_err)?;
-    let paths: std::collections::BTreeMap<&ArtifactName, &Path> = fetched
-        .iter()
-        .map(|f| (&f.name, f.path.as_path()))
-        .chain(layouts.iter().map(|l| (&l.image.name, &*l.file)))
-        .collect();
     let bundle_spec::write::Written {
         output,
         manifest_bytes,
@@ -465,6 +470,7 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
     } = write_bundle(
         BufWriter::with_capacity(1 << 20, tmp.as_file()),
         &manifest,
+        Some(&sbom),
         &opts.key,
         &mut |name, _| Ok(Box::new(File::open(paths[name])?) as Box<dyn Read>),
         WriteOptions {

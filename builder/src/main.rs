@@ -49,6 +49,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Download, verify, pack and sign the artifacts of a spec into one bundle.
+    #[command(
+        after_help = "Examples:\n  bundler build k8s-worker.json --key ~/secure/release.key\n  bundler build k8s-worker.json --key release.key -o out/worker.tar.zst --jobs 8 --level 19\n  SOURCE_DATE_EPOCH=1700000000 bundler build k8s-worker.json --key release.key --offline"
+    )]
     Build {
         /// The spec (JSON).
         spec: PathBuf,
@@ -74,6 +77,9 @@ enum Command {
     },
     /// Download unpinned artifacts and write their sha256 and size into the
     /// spec; resolve unpinned images to the digest their registry serves.
+    #[command(
+        after_help = "Examples:\n  bundler pin k8s-worker.json\n  bundler pin k8s-worker.json --insecure-registry mirror.internal:5000"
+    )]
     Pin {
         /// The spec (JSON); rewritten in place.
         spec: PathBuf,
@@ -86,6 +92,9 @@ enum Command {
         quiet: bool,
     },
     /// Resolve the spec's `apt` packages with their dependencies into SPEC.lock.json.
+    #[command(
+        after_help = "Examples:\n  bundler lock k8s-worker.json   # writes k8s-worker.json.lock.json\n  git diff k8s-worker.json.lock.json"
+    )]
     Lock {
         /// The spec (JSON) with an `apt` section; the lock is written beside it.
         spec: PathBuf,
@@ -99,6 +108,9 @@ enum Command {
         quiet: bool,
     },
     /// Create a signing key pair: OUT.pub and OUT.key.
+    #[command(
+        after_help = "Examples:\n  bundler keygen --out ~/secure/release   # release.key (passphrase-protected) and release.pub\n  bundler keygen --out ci/test --unencrypted"
+    )]
     Keygen {
         /// Path prefix of the two files, e.g. keys/release.
         #[arg(long)]
@@ -108,6 +120,9 @@ enum Command {
         unencrypted: bool,
     },
     /// Verify a bundle completely: signature, manifest and every artifact byte.
+    #[command(
+        after_help = "Examples:\n  bundler verify worker.tar.zst --key keys/release.pub\n  bundler verify worker.tar.zst --key keys/release.pub --key keys/old-release.pub --json"
+    )]
     Verify {
         /// The bundle.
         bundle: PathBuf,
@@ -120,6 +135,21 @@ enum Command {
         /// No progress output.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Print a bundle's SBOM (CycloneDX 1.5 JSON) after verifying the bundle
+    /// and every artifact byte against trusted keys.
+    #[command(
+        after_help = "Examples:\n  bundler sbom worker.tar.zst --key keys/release.pub > worker.cdx.json\n  bundler sbom worker.tar.zst --key keys/release.pub -o worker.cdx.json"
+    )]
+    Sbom {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Trusted public key(s) (minisign format).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Write the SBOM to this file (written whole, then renamed) instead of stdout.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
     },
     /// Split a bundle into parts for removable media, with Reed-Solomon parity
     /// parts and a signed parts index (NAME.tar.zst.001 ..., NAME.tar.zst.parts.json).
@@ -184,7 +214,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions for bash, zsh or fish on stdout.
+    #[command(
+        after_help = "Examples:\n  bundler completions bash > /usr/share/bash-completion/completions/bundler\n  bundler completions zsh > /usr/local/share/zsh/site-functions/_bundler\n  bundler completions fish > ~/.config/fish/completions/bundler.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (bundler.1 and one per subcommand) into a directory.
+    #[command(
+        hide = true,
+        after_help = "Examples:\n  bundler man --out target/man && man -l target/man/bundler-build.1"
+    )]
+    Man {
+        /// The directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show a bundle's manifest, signing key and artifacts.
+    #[command(
+        after_help = "Examples:\n  bundler inspect worker.tar.zst\n  bundler inspect worker.tar.zst --key keys/release.pub --json"
+    )]
     Inspect {
         /// The bundle.
         bundle: PathBuf,
@@ -334,8 +385,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `NAME.1` for `cmd` and `NAME-SUB.1` for each visible subcommand
+/// into `dir` (clap_mangen, from the same definitions as `--help`).
+fn write_man_pages(cmd: clap::Command, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = cmd.get_name().to_owned();
+    let mut pages = vec![(name.clone(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let full = format!("{name}-{}", sub.get_name());
+        pages.push((
+            full.clone(),
+            sub.clone()
+                .name(full.clone())
+                .bin_name(full.replace('-', " ")),
+        ));
+    }
+    for (file, page) in pages {
+        let path = dir.join(format!("{file}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .title(file.to_uppercase())
+            .render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bundler", &mut script);
+            outln!("{}", String::from_utf8_lossy(&script).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory as _;
+            write_man_pages(Cli::command(), &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Build {
             spec,
             out,
@@ -663,6 +752,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "secret key: {} (mode 0600; keep it offline, never commit it)",
                 g.secret_path.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sbom { bundle, keys, out } => {
+            let trusted = load_trusted(&keys).map_err(TrustedKeyError)?;
+            let file =
+                File::open(&bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
+            let v = bundle_spec::read::verify(
+                file,
+                &trusted,
+                &Limits::default(),
+                &bundle_spec::report::NoReporter,
+            )
+            .with_context(|| format!("{} refused", bundle.display()))?;
+            let Some(sbom) = v.sbom else {
+                anyhow::bail!(
+                    "{}: {} {} (serial {}) carries no SBOM: it was built before bundles had one; rebuild it with this bundler",
+                    bundle.display(),
+                    v.manifest.name,
+                    v.manifest.version,
+                    v.manifest.serial
+                );
+            };
+            match out {
+                None => {
+                    use std::io::Write as _;
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&sbom)?;
+                    stdout.flush()?;
+                }
+                Some(out) => {
+                    let dir = out
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."));
+                    use std::io::Write as _;
+                    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                    tmp.write_all(&sbom)
+                        .and_then(|()| tmp.as_file().sync_all())
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                    tmp.persist(&out)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {

@@ -11,6 +11,11 @@ pub const SPEC_API_VERSION: &str = "bundle/v1";
 pub const MANIFEST_ENTRY: &str = "BUNDLE.json";
 /// Name of the second tar entry: the minisign signature of the manifest.
 pub const SIGNATURE_ENTRY: &str = "BUNDLE.json.minisig";
+/// Name of the optional third entry: the bundle's SBOM (CycloneDX 1.5 JSON),
+/// present exactly when the manifest has an `sbom` field.
+pub const SBOM_ENTRY: &str = "SBOM.cdx.json";
+/// The value of the manifest's `sbom.format` field.
+pub const SBOM_FORMAT: &str = "CycloneDX-1.5";
 /// Prefix of every artifact entry's name (`artifacts/NAME`).
 pub const ARTIFACT_PREFIX: &str = "artifacts/";
 /// File extension of a bundle.

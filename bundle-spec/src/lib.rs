@@ -36,7 +36,7 @@
 //!                             size: data.len() as u64, url: source.url.clone() })
 //! }).unwrap();
 //! let key = SecretKey::generate()?;
-//! let written = write_bundle(Vec::new(), &manifest, &key,
+//! let written = write_bundle(Vec::new(), &manifest, None, &key,
 //!     &mut |_, _| Ok(Box::new(&data[..]) as Box<dyn Read>), WriteOptions::default(), &NoReporter)?;
 //!
 //! // Install side: only a trusted key's signature opens the bundle.
@@ -105,6 +105,7 @@ impl spec::Manifest {
             artifacts,
             images: std::collections::BTreeMap::new(),
             steps: spec.steps.clone(),
+            sbom: None,
         })
     }
 }

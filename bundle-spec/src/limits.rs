@@ -15,6 +15,8 @@ pub struct Limits {
     pub max_manifest_bytes: u64,
     /// Largest `BUNDLE.json.minisig` accepted, in bytes (default 4 KiB).
     pub max_signature_bytes: u64,
+    /// Largest `SBOM.cdx.json` accepted, in bytes (default 16 MiB).
+    pub max_sbom_bytes: u64,
     /// Most artifacts one bundle may hold (default 10 000).
     pub max_artifacts: usize,
     /// Most steps one bundle may hold (default 10 000).
@@ -34,6 +36,7 @@ impl Default for Limits {
         Self {
             max_manifest_bytes: 8 << 20,
             max_signature_bytes: 4 << 10,
+            max_sbom_bytes: 16 << 20,
             max_artifacts: 10_000,
             max_steps: 10_000,
             max_artifact_bytes: 64 << 30,

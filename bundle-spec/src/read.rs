@@ -8,7 +8,7 @@ use std::io::{self, BufReader, Read, Write};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Sha256Digest;
-use crate::format::{ARTIFACT_PREFIX, MANIFEST_ENTRY, SIGNATURE_ENTRY, TAR_BLOCK};
+use crate::format::{ARTIFACT_PREFIX, MANIFEST_ENTRY, SBOM_ENTRY, SIGNATURE_ENTRY, TAR_BLOCK};
 use crate::limits::Limits;
 use crate::names::ArtifactName;
 use crate::report::Reporter;
@@ -109,6 +109,20 @@ pub enum ReadError {
         /// Of the bytes read.
         actual: Sha256Digest,
     },
+    /// The SBOM entry does not have the manifest's size or digest.
+    #[error(
+        "SBOM.cdx.json: does not match the manifest: expected {expected_size} bytes with sha256 {expected}, got {actual_size} bytes with sha256 {actual}"
+    )]
+    SbomDigest {
+        /// From the manifest.
+        expected: Sha256Digest,
+        /// Of the bytes read.
+        actual: Sha256Digest,
+        /// From the manifest.
+        expected_size: u64,
+        /// Of the entry.
+        actual_size: u64,
+    },
     /// Non-zero bytes in the padding after an entry.
     #[error("not a valid bundle: non-zero padding after entry {index}")]
     Padding {
@@ -172,6 +186,8 @@ pub struct Verified {
     pub key_id: KeyId,
     /// Bytes of artifact data verified.
     pub artifact_bytes: u64,
+    /// The SBOM's bytes (verified against the manifest), when it has one.
+    pub sbom: Option<Vec<u8>>,
 }
 
 type Decoder<R> = zstd::stream::read::Decoder<'static, BufReader<R>>;
@@ -184,6 +200,7 @@ pub struct BundleReader<R: Read> {
     manifest_sha256: Sha256Digest,
     signature: Signature,
     key_id: KeyId,
+    sbom: Option<Vec<u8>>,
 }
 
 impl<R: Read> std::fmt::Debug for BundleReader<R> {
@@ -418,7 +435,7 @@ fn stream_entry<R: Read, W: Write + Send>(
 }
 
 impl<R: Read> BundleReader<R> {
-    /// Reads and verifies the manifest and its signature (steps 1 to 5 of
+    /// Reads and verifies the manifest and its signature (steps 1 to 6 of
     /// FORMAT.md's verification). Nothing of the manifest is trusted or even
     /// parsed before the signature verified against `trusted`.
     pub fn open(input: R, trusted: &TrustedKeys, limits: &Limits) -> Result<Self, ReadError> {
@@ -451,12 +468,31 @@ impl<R: Read> BundleReader<R> {
                 actual: signature.trusted_comment,
             });
         }
+        // 6. When the manifest names an SBOM, entry 2 must be a regular file
+        //    named SBOM.cdx.json with exactly the manifest's size and digest.
+        let sbom = match &manifest.sbom {
+            None => None,
+            Some(expected) => {
+                let bytes = read_small_entry(&mut z, 2, SBOM_ENTRY, limits.max_sbom_bytes)?;
+                let actual = Sha256Digest::of(&bytes);
+                if actual != expected.sha256 || bytes.len() as u64 != expected.size {
+                    return Err(ReadError::SbomDigest {
+                        expected: expected.sha256,
+                        actual,
+                        expected_size: expected.size,
+                        actual_size: bytes.len() as u64,
+                    });
+                }
+                Some(bytes)
+            }
+        };
         Ok(Self {
             z,
             manifest_sha256: Sha256Digest::of(&manifest_bytes),
             manifest,
             signature,
             key_id,
+            sbom,
         })
     }
 
@@ -480,8 +516,14 @@ impl<R: Read> BundleReader<R> {
         &self.signature
     }
 
+    /// The SBOM's bytes (CycloneDX 1.5 JSON), verified against the manifest;
+    /// `None` for bundles built without one.
+    pub fn sbom(&self) -> Option<&[u8]> {
+        self.sbom.as_deref()
+    }
+
     /// Streams every artifact into `sink`, verifying each, then checks that
-    /// nothing follows (steps 6 to 8 of FORMAT.md's verification).
+    /// nothing follows (steps 7 to 9 of FORMAT.md's verification).
     pub fn read_artifacts<S: ArtifactSink>(
         mut self,
         sink: &mut S,
@@ -494,9 +536,10 @@ impl<R: Read> BundleReader<R> {
             .iter()
             .map(|(n, a)| (n.clone(), a.clone()))
             .collect();
+        let first = 2 + usize::from(self.sbom.is_some());
         for (i, (name, artifact)) in artifacts.iter().enumerate() {
-            let index = i + 2;
-            // 6. Each following entry must be the next artifact of the manifest
+            let index = i + first;
+            // 7. Each following entry must be the next artifact of the manifest
             //    in name order: a regular file named artifacts/NAME whose size
             //    is the manifest's. Its bytes are streamed to the sink while
             //    hashed, never reading past the declared size, and the sink
@@ -539,9 +582,9 @@ impl<R: Read> BundleReader<R> {
             sink.commit(name, writer).map_err(sink_err)?;
             total += size;
         }
-        // 7. After the last artifact come exactly two zero blocks; any further
+        // 8. After the last artifact come exactly two zero blocks; any further
         //    entry (an extra, duplicate or unlisted one) is refused.
-        let index = artifacts.len() + 2;
+        let index = artifacts.len() + first;
         for _ in 0..2 {
             match tarfmt::read_block(&mut self.z).map_err(decompress_err("end of archive"))? {
                 Ok(Block::Zero) => {}
@@ -560,7 +603,7 @@ impl<R: Read> BundleReader<R> {
                 }
             }
         }
-        // 8. The zstd frame must end right there (its content checksum is
+        // 9. The zstd frame must end right there (its content checksum is
         //    checked as it ends), and the file must end with the frame: no
         //    trailing bytes, no second frame.
         let mut probe = [0u8; 1];
@@ -578,6 +621,7 @@ impl<R: Read> BundleReader<R> {
             manifest_sha256: self.manifest_sha256,
             key_id: self.key_id,
             artifact_bytes: total,
+            sbom: self.sbom,
         })
     }
 }

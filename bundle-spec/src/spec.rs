@@ -310,6 +310,25 @@ pub struct Manifest {
     pub images: BTreeMap<ArtifactName, ManifestImage>,
     /// From the spec.
     pub steps: Vec<Step>,
+    /// The bundle's SBOM, the entry after the signature (absent in bundles
+    /// built before SBOMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<ManifestSbom>,
+}
+
+/// The SBOM entry as recorded in the manifest: the signature covers its
+/// digest, so the SBOM is as authentic as the artifacts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestSbom {
+    /// The tar entry name: always [`crate::format::SBOM_ENTRY`].
+    pub path: String,
+    /// Always [`crate::format::SBOM_FORMAT`].
+    pub format: String,
+    /// Digest of the entry's bytes.
+    pub sha256: Sha256Digest,
+    /// Size of the entry in bytes.
+    pub size: u64,
 }
 
 /// One artifact as recorded in the manifest.

@@ -908,6 +908,37 @@ fn validate_manifest_into(m: &Manifest, limits: &Limits, c: &mut Collector) {
             format!("more than {} artifacts", limits.max_artifacts),
         );
     }
+    if let Some(sbom) = &m.sbom {
+        if sbom.path != crate::format::SBOM_ENTRY {
+            c.push(
+                "sbom.path",
+                format!(
+                    "expected {:?}, got {:?}",
+                    crate::format::SBOM_ENTRY,
+                    sbom.path
+                ),
+            );
+        }
+        if sbom.format != crate::format::SBOM_FORMAT {
+            c.push(
+                "sbom.format",
+                format!(
+                    "expected {:?}, got {:?}",
+                    crate::format::SBOM_FORMAT,
+                    sbom.format
+                ),
+            );
+        }
+        if sbom.size > limits.max_sbom_bytes {
+            c.push(
+                "sbom.size",
+                format!(
+                    "{} bytes is more than the limit of {}",
+                    sbom.size, limits.max_sbom_bytes
+                ),
+            );
+        }
+    }
     let mut total: u64 = 0;
     for (name, a) in &m.artifacts {
         let path = format!("artifacts.{name}");

@@ -6,7 +6,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Sha256Digest;
 use crate::format::{
-    ARTIFACT_PREFIX, DEFAULT_ZSTD_LEVEL, MANIFEST_ENTRY, SIGNATURE_ENTRY, TAR_END_BYTES,
+    ARTIFACT_PREFIX, DEFAULT_ZSTD_LEVEL, MANIFEST_ENTRY, SBOM_ENTRY, SIGNATURE_ENTRY, TAR_END_BYTES,
 };
 use crate::names::ArtifactName;
 use crate::report::Reporter;
@@ -100,16 +100,45 @@ pub type OpenArtifact<'a> =
 /// Writes a bundle for `manifest`, signing it with `key`. `open` yields each
 /// artifact's bytes; they are hashed while packed and must match the
 /// manifest's size and digest, or the write fails (the caller discards the
-/// partial output).
+/// partial output). `sbom` is the SBOM entry's bytes: required exactly when
+/// the manifest has an `sbom` field, and then of its size and digest.
 pub fn write_bundle<W: Write>(
     output: W,
     manifest: &Manifest,
+    sbom: Option<&[u8]>,
     key: &SecretKey,
     open: &mut OpenArtifact<'_>,
     options: WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written<W>, WriteError> {
     let io_err = |context: String| move |source| WriteError::Io { context, source };
+    let sbom_entry = match (&manifest.sbom, sbom) {
+        (None, None) => None,
+        (Some(m), Some(bytes))
+            if m.size == bytes.len() as u64 && m.sha256 == Sha256Digest::of(bytes) =>
+        {
+            Some((SBOM_ENTRY, bytes.to_vec()))
+        }
+        (m, bytes) => {
+            return Err(WriteError::Io {
+                context: format!("writing {SBOM_ENTRY}"),
+                source: io::Error::other(format!(
+                    "the manifest {} an SBOM and {} given{}",
+                    if m.is_some() { "names" } else { "names no" },
+                    if bytes.is_some() {
+                        "one was"
+                    } else {
+                        "none was"
+                    },
+                    if m.is_some() && bytes.is_some() {
+                        " with other bytes"
+                    } else {
+                        ""
+                    }
+                )),
+            });
+        }
+    };
     let manifest_bytes = manifest.to_bytes();
     let signature = key.sign(
         &manifest_bytes,
@@ -134,14 +163,17 @@ pub fn write_bundle<W: Write>(
     setup.map_err(io_err("configuring zstd".into()))?;
 
     for (name, bytes) in [
-        (MANIFEST_ENTRY, &manifest_bytes),
-        (SIGNATURE_ENTRY, &signature_bytes),
-    ] {
+        (MANIFEST_ENTRY, manifest_bytes.clone()),
+        (SIGNATURE_ENTRY, signature_bytes),
+    ]
+    .into_iter()
+    .chain(sbom_entry)
+    {
         let h = tarfmt::header(name, bytes.len() as u64, mtime)
             .map_err(io_err(format!("writing {name}")))?;
         (|| {
             z.write_all(h.as_bytes())?;
-            z.write_all(bytes)?;
+            z.write_all(&bytes)?;
             tarfmt::write_padding(&mut z, bytes.len() as u64)
         })()
         .map_err(io_err(format!("writing {name}")))?;

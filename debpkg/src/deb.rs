@@ -229,6 +229,23 @@ pub fn read_info(path: impl AsRef<Path>) -> Result<DebInfo, DebError> {
     })
 }
 
+/// Reads `/usr/share/doc/PACKAGE/copyright` from the data member of the
+/// `.deb` at `path` (at most 1 MiB): `None` when the package has none, or
+/// has a symlink there (packages that share a doc directory).
+pub fn read_copyright(path: impl AsRef<Path>, package: &str) -> Result<Option<String>, DebError> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|source| DebError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bytes = DebReader {
+        reader: BufReader::new(file),
+        path,
+    }
+    .data_file(&format!("usr/share/doc/{package}/copyright"), 1 << 20)?;
+    Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
 /// Reads the `control` file of a `.deb` from `reader`; `path` is only used
 /// to name the package in errors.
 pub fn read_control_from(reader: impl Read, path: impl AsRef<Path>) -> Result<Stanza, DebError> {
@@ -313,7 +330,8 @@ impl<R: Read> DebReader<'_, R> {
         Ok(())
     }
 
-    fn control(mut self) -> Result<Stanza, DebError> {
+    /// Checks the ar magic and the `debian-binary` member.
+    fn start(&mut self) -> Result<(), DebError> {
         let mut magic = [0u8; 8];
         let complete = match self.fill(&mut magic, "the ar header") {
             Ok(complete) => complete,
@@ -345,7 +363,11 @@ impl<R: Read> DebReader<'_, R> {
                 "unsupported package format {format:?} in debian-binary (expected 2.x)"
             )));
         }
+        Ok(())
+    }
 
+    fn control(mut self) -> Result<Stanza, DebError> {
+        self.start()?;
         loop {
             let member = self
                 .member_header()?
@@ -362,6 +384,62 @@ impl<R: Read> DebReader<'_, R> {
                 member.name
             )));
         }
+    }
+
+    /// The bytes of the regular file `wanted` (a path without leading `./`)
+    /// in the data member, at most `limit` bytes; `None` when absent or not
+    /// a regular file.
+    fn data_file(mut self, wanted: &str, limit: u64) -> Result<Option<Vec<u8>>, DebError> {
+        self.start()?;
+        let member = loop {
+            let member = self
+                .member_header()?
+                .ok_or_else(|| self.not_deb("no data.tar member"))?;
+            if member.name.starts_with("data.tar") {
+                break member;
+            }
+            self.skip(&member)?;
+        };
+        let path = self.path;
+        let data = self.reader.take(member.size);
+        let damaged = |source: io::Error| DebError::ControlArchive {
+            path: path.to_owned(),
+            member: member.name.clone(),
+            source,
+        };
+        let decoder: Box<dyn Read + '_> = match &member.name["data.tar".len()..] {
+            "" => Box::new(data),
+            ".gz" => Box::new(flate2::read::MultiGzDecoder::new(data)),
+            ".xz" => Box::new(liblzma::read::XzDecoder::new(data)),
+            ".zst" => Box::new(zstd::stream::read::Decoder::new(data).map_err(damaged)?),
+            _ => {
+                return Err(DebError::UnsupportedCompression {
+                    path: path.to_owned(),
+                    member: member.name,
+                });
+            }
+        };
+        let mut archive = tar::Archive::new(decoder);
+        for entry in archive.entries().map_err(damaged)? {
+            let entry = entry.map_err(damaged)?;
+            let entry_path = entry.path().map_err(damaged)?;
+            if entry_path.strip_prefix(".").unwrap_or(&entry_path) != Path::new(wanted) {
+                continue;
+            }
+            if !entry.header().entry_type().is_file() {
+                return Ok(None);
+            }
+            let mut bytes = Vec::new();
+            entry
+                .take(limit + 1)
+                .read_to_end(&mut bytes)
+                .map_err(damaged)?;
+            if bytes.len() as u64 > limit {
+                return Ok(None);
+            }
+            return Ok(Some(bytes));
+        }
+        Ok(None)
     }
 
     fn control_member(self, member: MemberHeader) -> Result<Stanza, DebError> {

@@ -6,6 +6,7 @@
 //! * [`relation`] — `Depends`-style fields ([`Relation`]) and `Provides`.
 //! * [`deb`] — the control file of a `.deb` ([`read_control`]) and its
 //!   dependency metadata ([`DebInfo`]).
+//! * [`copyright`] — licenses stated by machine-readable copyright files.
 //! * [`status`] — dpkg's status database ([`Status`]).
 //! * [`check`] — the installer preflight: [`check_dependencies`] and
 //!   [`already_installed`].
@@ -22,6 +23,7 @@
 
 pub mod check;
 pub mod control;
+pub mod copyright;
 pub mod deb;
 pub mod index;
 pub mod relation;
@@ -31,7 +33,7 @@ pub mod version;
 
 pub use check::{PreDependsCycle, Unmet, already_installed, check_dependencies, install_passes};
 pub use control::{ControlError, FieldError, Stanza, StanzaReader};
-pub use deb::{DebError, DebInfo, MultiArch, read_control, read_info};
+pub use deb::{DebError, DebInfo, MultiArch, read_control, read_copyright, read_info};
 pub use relation::{Op, Provide, Relation, RelationError};
 pub use status::{InstalledPackage, Status, StatusError};
 pub use version::{Version, VersionError};

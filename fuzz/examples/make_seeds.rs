@@ -152,6 +152,7 @@ fn main() {
         let written = write_bundle(
             Vec::new(),
             &manifest,
+            None,
             &key,
             &mut |n, _| {
                 Ok(Box::new(std::io::Cursor::new(data[n.as_str()].clone()))

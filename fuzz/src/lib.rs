@@ -34,6 +34,7 @@ pub fn trusted() -> TrustedKeys {
 pub fn limits() -> Limits {
     Limits {
         max_manifest_bytes: 256 << 10,
+        max_sbom_bytes: 256 << 10,
         max_artifact_bytes: 16 << 20,
         max_total_bytes: 32 << 20,
         ..Limits::default()

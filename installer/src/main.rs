@@ -767,6 +767,12 @@ fn install_staged<R: Read>(
             let target = format!("{STATE_TARGET}/{}.json", manifest.name);
             tx.write_file(&target, 0o644, &mut &new_receipt.to_bytes()[..])
                 .map_err(|e| format!("writing the receipt {target}: {e}"))?;
+            // The bundle's SBOM (verified with it) is kept beside the receipt.
+            if let Some(sbom) = &verified.sbom {
+                let target = format!("{STATE_TARGET}/sbom/{}.cdx.json", manifest.name);
+                tx.write_file(&target, 0o644, &mut &sbom[..])
+                    .map_err(|e| format!("writing the SBOM {target}: {e}"))?;
+            }
         }
         Ok(())
     });
