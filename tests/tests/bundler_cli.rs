@@ -272,7 +272,8 @@ fn every_modified_entry_is_rejected_by_verify() {
     let f = Fixture::new();
     let bundle = f.good_bundle();
     let entries = kit::read_entries(&bundle);
-    assert_eq!(entries.len(), 4);
+    // Manifest, signature, SBOM and two artifacts.
+    assert_eq!(entries.len(), 5);
     for (i, e) in entries.iter().enumerate() {
         // One flipped byte in the entry's data, then in its header (checksum fixed or not).
         for where_ in ["data", "header"] {

@@ -68,7 +68,12 @@ fn bundler_completions_are_valid_scripts_for_each_shell() {
 fn man_pages_cover_bundler_and_each_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("man");
-    run(&bundler(), ["man".as_ref(), "--out".as_ref(), out.as_os_str()], &[]).code(0);
+    run(
+        &bundler(),
+        ["man".as_ref(), "--out".as_ref(), out.as_os_str()],
+        &[],
+    )
+    .code(0);
     let page = |name: &str| std::fs::read_to_string(out.join(format!("{name}.1"))).unwrap();
     assert!(page("bundler").contains(".TH BUNDLER 1"));
     for sub in BUNDLER_SUBCOMMANDS {

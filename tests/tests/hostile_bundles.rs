@@ -930,11 +930,17 @@ fn artifact_index(e: &[RawEntry], name: &str) -> usize {
 #[test]
 fn entries_out_of_order_are_rejected() {
     let s = Setup::new();
-    // Two artifacts swapped.
+    // Two artifacts swapped (entry 2 is the SBOM).
     let mut e = s.entries();
-    e.swap(2, 3);
+    assert_eq!(e[2].name(), "SBOM.cdx.json");
+    e.swap(3, 4);
     let path = s.write("swapped-artifacts", &e);
     s.assert_rejected(&path, "expected \"artifacts/");
+    // The SBOM after an artifact.
+    let mut e = s.entries();
+    e.swap(2, 3);
+    let path = s.write("swapped-sbom", &e);
+    s.assert_rejected(&path, "expected \"SBOM.cdx.json\"");
     // Signature before manifest.
     let mut e = s.entries();
     e.swap(0, 1);
@@ -943,7 +949,7 @@ fn entries_out_of_order_are_rejected() {
     // Last artifact first.
     let mut e = s.entries();
     let last = e.pop().unwrap();
-    e.insert(2, last);
+    e.insert(3, last);
     let path = s.write("rotated", &e);
     s.assert_rejected(&path, "expected \"artifacts/");
 }
