@@ -3,7 +3,7 @@
 //! artifact set. Never run by `make test`.
 //!
 //! ```text
-//! bench [--size 1G] [--reps 5] [--only build,install,verify,download,images]
+//! bench [--size 1G] [--reps 5] [--only build,install,verify,download,images,parts]
 //! bench --scale [--scale-sizes 256M,512M,1G,2G] [--reps 3]
 //! ```
 //!
@@ -20,6 +20,7 @@ mod dataset;
 mod download;
 mod images;
 mod measure;
+mod parts;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "build,install,verify,download,images"
+        default_value = "build,install,verify,download,images,parts"
     )]
     only: Vec<Phase>,
     /// Skip the informational variants (release-build installer, zstd|tar + sync,
@@ -105,6 +106,7 @@ enum Phase {
     Verify,
     Download,
     Images,
+    Parts,
 }
 
 /// Paths shared by every phase.
@@ -287,7 +289,7 @@ fn run(cli: Cli) -> Result<()> {
     let size_phases: Vec<Phase> = phases
         .iter()
         .copied()
-        .filter(|p| *p != Phase::Download && *p != Phase::Images)
+        .filter(|p| !matches!(p, Phase::Download | Phase::Images | Phase::Parts))
         .collect();
     let mut doc = json!({
         "schema": "bundle-bench/1", "mode": "single", "when_unix": now_unix(),
@@ -309,6 +311,9 @@ fn run(cli: Cli) -> Result<()> {
                 reps: cli.dl_reps,
             },
         )?;
+    }
+    if phases.contains(&Phase::Parts) {
+        doc["parts"] = parts::run(&ctx, cli.size, reps.min(3))?;
     }
     if phases.contains(&Phase::Images) {
         doc["images"] = images::run(&ctx, reps.min(5))?;

@@ -60,6 +60,7 @@ pub mod image;
 pub mod layout;
 pub mod limits;
 pub mod names;
+pub mod parts;
 pub mod read;
 pub mod report;
 pub mod sign;

@@ -78,7 +78,8 @@ struct Common {
 
 #[derive(Args, Clone)]
 struct InstallArgs {
-    /// The bundle file, or - for standard input.
+    /// The bundle file, - for standard input, or a split bundle's parts
+    /// index (NAME.tar.zst.parts.json) or first part (NAME.tar.zst.001).
     #[arg(required = true, value_name = "BUNDLE")]
     bundle: Option<String>,
     /// Set a variable (repeatable).
@@ -104,6 +105,9 @@ struct InstallArgs {
     /// Where to stage verified artifacts [default: ROOT/var/lib/install-bundle].
     #[arg(long, value_name = "DIR")]
     staging_dir: Option<PathBuf>,
+    /// Further directories holding parts of a split bundle (repeatable).
+    #[arg(long = "parts-dir", value_name = "DIR")]
+    parts_dirs: Vec<PathBuf>,
     /// With --json: each changed file's content before and after (text up to 64 KiB).
     #[arg(long)]
     diff: bool,
@@ -122,6 +126,9 @@ struct StageArgs {
     /// Read variables from a JSON object of strings.
     #[arg(long, value_name = "FILE.json")]
     values: Option<PathBuf>,
+    /// Further directories holding parts of a split bundle (repeatable).
+    #[arg(long = "parts-dir", value_name = "DIR")]
+    parts_dirs: Vec<PathBuf>,
     /// Verify and plan, say what staging would do, keep nothing.
     #[arg(long)]
     dry_run: bool,
@@ -167,8 +174,12 @@ struct UnstageArgs {
 
 #[derive(Args, Clone)]
 struct VerifyArgs {
-    /// The bundle file, or - for standard input.
+    /// The bundle file, - for standard input, or a split bundle's parts
+    /// index (NAME.tar.zst.parts.json) or first part (NAME.tar.zst.001).
     bundle: String,
+    /// Further directories holding parts of a split bundle (repeatable).
+    #[arg(long = "parts-dir", value_name = "DIR")]
+    parts_dirs: Vec<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -273,6 +284,48 @@ fn root_of(c: &Common) -> Result<Root, Failure> {
     }
 }
 
+/// The bundle's bytes: the file, standard input (`-`), or, for a parts
+/// index (`NAME.tar.zst.parts.json`) or a first part (`NAME.tar.zst.001`),
+/// the parts read in order with every block checked and rebuilt from parity
+/// where needed (`bundle_spec::parts`), after the index's signature verified
+/// against the trusted keys. Parts are looked for beside the index and in
+/// `parts_dirs` (several sticks).
+fn open_bundle(
+    bundle: &str,
+    trusted: &bundle_spec::sign::TrustedKeys,
+    parts_dirs: &[PathBuf],
+    out: &Out,
+) -> Result<Box<dyn Read>, Failure> {
+    use bundle_spec::parts;
+    let index_path = match (bundle.strip_suffix(".001"), bundle.ends_with(".parts.json")) {
+        (Some(base), _) => PathBuf::from(format!("{base}.parts.json")),
+        (None, true) => PathBuf::from(bundle),
+        (None, false) => return open_input(bundle),
+    };
+    let index = parts::read_index(&index_path, trusted)
+        .map_err(|e| Failure::verify(format!("{bundle}: verification failed: {e}")))?;
+    let mut dirs = vec![
+        index_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_owned),
+    ];
+    dirs.extend(parts_dirs.iter().cloned());
+    let paths = parts::locate(&index, &dirs);
+    let (data, parity) = (index.data_parts, index.parity_parts);
+    let reader = parts::PartsReader::open(index, paths)
+        .map_err(|e| Failure::verify(format!("{bundle}: {e}")))?;
+    out.line(&format!(
+        "  reading {data} data part(s) with {parity} parity part(s){}",
+        if reader.repairs().lost.is_empty() {
+            String::new()
+        } else {
+            format!("; rebuilding {}", reader.repairs().lost.join(", "))
+        }
+    ));
+    Ok(Box::new(reader))
+}
+
 fn open_input(bundle: &str) -> Result<Box<dyn Read>, Failure> {
     if bundle == "-" {
         Ok(Box::new(std::io::stdin().lock()))
@@ -286,8 +339,12 @@ fn open_input(bundle: &str) -> Result<Box<dyn Read>, Failure> {
 fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
     let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
-    let reader = BundleReader::open(open_input(&a.bundle)?, &trusted, &Limits::default())
-        .map_err(|e| read_failure(&a.bundle, e))?;
+    let reader = BundleReader::open(
+        open_bundle(&a.bundle, &trusted, &a.parts_dirs, out)?,
+        &trusted,
+        &Limits::default(),
+    )
+    .map_err(|e| read_failure(&a.bundle, e))?;
     out.set_total(reader.manifest().total_artifact_bytes());
     let v = reader
         .read_artifacts(&mut DiscardSink, out)
@@ -427,7 +484,8 @@ fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
                     ));
                 }
                 if let Some(problem) = problem {
-                    drift.push(json!({"kind": "image", "image": img.reference, "problem": problem}));
+                    drift
+                        .push(json!({"kind": "image", "image": img.reference, "problem": problem}));
                 }
             }
         } else {
@@ -591,8 +649,15 @@ fn install_locked(
         sets: &a.sets,
         staging_base: &staging_base,
     };
-    let prepared =
-        flow::prepare_bundle(open_input(bundle)?, &input, &opts, root, trusted, state, out)?;
+    let prepared = flow::prepare_bundle(
+        open_bundle(bundle, trusted, &a.parts_dirs, out)?,
+        &input,
+        &opts,
+        root,
+        trusted,
+        state,
+        out,
+    )?;
     let result = plan_and_apply(&prepared, &opts, a.dry_run, root, state, out);
     prepared.staging.remove();
     result
@@ -691,8 +756,15 @@ fn stage_locked(
         sets: &a.sets,
         staging_base: &state.dir,
     };
-    let prepared =
-        flow::prepare_bundle(open_input(&a.bundle)?, &input, &opts, root, trusted, state, out)?;
+    let prepared = flow::prepare_bundle(
+        open_bundle(&a.bundle, trusted, &a.parts_dirs, out)?,
+        &input,
+        &opts,
+        root,
+        trusted,
+        state,
+        out,
+    )?;
     let result = stage_prepared(a, &prepared, &opts, out, root, state);
     // Kept (renamed away) when staged; otherwise dropped.
     prepared.staging.remove();
@@ -758,9 +830,8 @@ fn stage_prepared(
         // Installed exactly so: nothing to stage, and a staged copy of this
         // or an older serial would only be a step back.
         if existing.is_some() && !a.dry_run {
-            staged::remove(&state.dir, name).map_err(|e| {
-                Failure::other(format!("cannot remove {}: {e}", dir.display()))
-            })?;
+            staged::remove(&state.dir, name)
+                .map_err(|e| Failure::other(format!("cannot remove {}: {e}", dir.display())))?;
         }
         out.line(&format!(
             "up to date: {name} {} (serial {serial}) is installed with these values; nothing staged",
@@ -883,7 +954,9 @@ fn unstage(a: &UnstageArgs, out: &Out) -> Result<serde_json::Value, Failure> {
                 root.path().display()
             ));
         }
-        Ok(json!({"result": if removed { "unstaged" } else { "not-staged" }, "name": a.name, "staged": info}))
+        Ok(
+            json!({"result": if removed { "unstaged" } else { "not-staged" }, "name": a.name, "staged": info}),
+        )
     })();
     state.release();
     result
