@@ -28,7 +28,9 @@ use crate::output::Out;
 use crate::paths::Root;
 use crate::plan::{self, Change, Op, Plan, Source};
 use crate::policy::{self, Downgrade};
-use crate::receipt::{self, InstalledImage, InstalledPackage, InstalledPath, RECEIPT_FORMAT, Receipt};
+use crate::receipt::{
+    self, InstalledImage, InstalledPackage, InstalledPath, RECEIPT_FORMAT, Receipt,
+};
 use crate::stage::{STATE_TARGET, Staging, StateDir};
 use crate::staged::{self, StagedError, StagedInfo};
 use crate::{apply as apply_mod, preflight, vars};

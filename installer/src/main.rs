@@ -914,13 +914,13 @@ fn apply_locked(
         diff: a.diff,
     };
     let mut doc = plan_and_apply(&prepared, &opts, a.dry_run, root, state, out)?;
-    if !a.dry_run {
-        if let Err(e) = staged::remove(&state.dir, &a.name) {
-            out.warn(&format!(
-                "installed, but the staged copy could not be removed ({e}); run install-bundle unstage {}",
-                a.name
-            ));
-        }
+    if !a.dry_run
+        && let Err(e) = staged::remove(&state.dir, &a.name)
+    {
+        out.warn(&format!(
+            "installed, but the staged copy could not be removed ({e}); run install-bundle unstage {}",
+            a.name
+        ));
     }
     doc["staged"] = json!(info);
     Ok(doc)

@@ -68,7 +68,7 @@ pub fn check_packages<'a>(
                         s.get(&p.name).map(|i| i.version.to_string()).collect();
                     if versions.is_empty() {
                         Some("not installed".into())
-                    } else if versions.iter().any(|v| *v == p.version) {
+                    } else if versions.contains(&p.version) {
                         None
                     } else {
                         Some(format!("version {} installed", versions.join(", ")))
