@@ -262,6 +262,11 @@ impl Fleet {
             .env("ANSIBLE_PIPELINING", "1")
             .env("ANSIBLE_FORKS", "10")
             .env("ANSIBLE_SSH_CONTROL_PATH_DIR", self.dir.join("cp"))
+            // Connections outlive a run briefly only: the hosts go with the test.
+            .env(
+                "ANSIBLE_SSH_ARGS",
+                "-o ControlMaster=auto -o ControlPersist=5s",
+            )
             .env("ANSIBLE_DEPRECATION_WARNINGS", "0")
             .env("LC_ALL", "C.UTF-8");
         c
