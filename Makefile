@@ -6,7 +6,7 @@ CARGO ?= cargo
 STATIC_DIR := target/static
 MUSL := x86_64-unknown-linux-musl
 
-.PHONY: all build static test demo bench e2e fuzz lint clean
+.PHONY: all build static test demo bench e2e fuzz lint clean ansible-venv ansible-lint
 
 all: build static
 
@@ -32,6 +32,25 @@ test: build static
 	$(CARGO) test --workspace --no-fail-fast
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
+	$(MAKE) ansible-lint
+
+# ansible-core and ansible-lint (pinned in ansible/requirements-test.txt) in target/ansible-venv,
+# for the fleet tests (tests/tests/fleet_ansible.rs) and ansible-lint. .ci/run makes it.
+ANSIBLE_VENV := target/ansible-venv
+ansible-venv: $(ANSIBLE_VENV)/.installed
+$(ANSIBLE_VENV)/.installed: ansible/requirements-test.txt
+	python3 -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip install -q --disable-pip-version-check -r ansible/requirements-test.txt
+	touch $@
+
+# The collection airgap.bundles, linted with ansible-lint (production profile). Also part of `make test`.
+# The collection is built and installed first (target/ansible-lint) so that its own roles and modules resolve.
+ansible-lint: ansible-venv
+	rm -rf target/ansible-lint && mkdir -p target/ansible-lint
+	$(ANSIBLE_VENV)/bin/ansible-galaxy collection build --force --output-path target/ansible-lint ansible >/dev/null
+	$(ANSIBLE_VENV)/bin/ansible-galaxy collection install --force -p target/ansible-lint/collections target/ansible-lint/airgap-bundles-*.tar.gz >/dev/null
+	cd ansible && ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/target/ansible-lint/collections PATH=$(CURDIR)/$(ANSIBLE_VENV)/bin:$$PATH \
+		ansible-lint --offline
 
 # The Kubernetes worker node end to end on a real Debian root (root, debootstrap and
 # deb.debian.org needed; the root is cached in target/e2e/). Also part of `make test`.

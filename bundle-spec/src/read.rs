@@ -197,8 +197,10 @@ type Decoder<R> = zstd::stream::read::Decoder<'static, BufReader<R>>;
 pub struct BundleReader<R: Read> {
     z: Decoder<R>,
     manifest: Manifest,
+    manifest_bytes: Vec<u8>,
     manifest_sha256: Sha256Digest,
     signature: Signature,
+    signature_bytes: Vec<u8>,
     key_id: KeyId,
     sbom: Option<Vec<u8>>,
 }
@@ -344,7 +346,9 @@ pub fn inspect_unverified<R: Read>(input: R, limits: &Limits) -> Result<Unverifi
     })
 }
 
-fn parse_signature(bytes: &[u8]) -> Result<Signature, ReadError> {
+/// Parses the bytes of `BUNDLE.json.minisig` (UTF-8 text in minisign's
+/// format); nothing is verified yet.
+pub fn parse_signature(bytes: &[u8]) -> Result<Signature, ReadError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| SignatureError::Malformed("BUNDLE.json.minisig is not UTF-8 text".into()))?;
     Ok(Signature::parse(text)?)
@@ -447,27 +451,11 @@ impl<R: Read> BundleReader<R> {
             read_small_entry(&mut z, 0, MANIFEST_ENTRY, limits.max_manifest_bytes)?;
         // 3. Entry 1 must be a regular file named BUNDLE.json.minisig, no larger
         //    than the signature limit, in minisign's format with algorithm ED.
-        let signature = parse_signature(&read_small_entry(
-            &mut z,
-            1,
-            SIGNATURE_ENTRY,
-            limits.max_signature_bytes,
-        )?)?;
-        // 4. The signature's key id must be a trusted key; the signature of the
-        //    BLAKE2b-512 digest of the manifest bytes and the global signature
-        //    over signature ‖ trusted comment must both verify (verify_strict).
-        let key_id = trusted.verify(&manifest_bytes, &signature)?.id;
-        // 5. Only now parse the manifest (strictly: unknown fields, bad names,
-        //    paths or sizes are refused) and check that the trusted comment is
-        //    exactly "name version serial" of that manifest.
-        let manifest = parse_manifest(&manifest_bytes, limits).map_err(ReadError::Manifest)?;
-        let expected = manifest.trusted_comment();
-        if signature.trusted_comment != expected {
-            return Err(ReadError::TrustedComment {
-                expected,
-                actual: signature.trusted_comment,
-            });
-        }
+        let signature_bytes =
+            read_small_entry(&mut z, 1, SIGNATURE_ENTRY, limits.max_signature_bytes)?;
+        let signature = parse_signature(&signature_bytes)?;
+        // 4. and 5.
+        let (manifest, key_id) = verify_manifest(&manifest_bytes, &signature, trusted, limits)?;
         // 6. When the manifest names an SBOM, entry 2 must be a regular file
         //    named SBOM.cdx.json with exactly the manifest's size and digest.
         let sbom = match &manifest.sbom {
@@ -490,7 +478,9 @@ impl<R: Read> BundleReader<R> {
             z,
             manifest_sha256: Sha256Digest::of(&manifest_bytes),
             manifest,
+            manifest_bytes,
             signature,
+            signature_bytes,
             key_id,
             sbom,
         })
@@ -520,6 +510,16 @@ impl<R: Read> BundleReader<R> {
     /// `None` for bundles built without one.
     pub fn sbom(&self) -> Option<&[u8]> {
         self.sbom.as_deref()
+    }
+
+    /// The exact bytes of `BUNDLE.json`, as signed.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    /// The exact bytes of `BUNDLE.json.minisig`.
+    pub fn signature_bytes(&self) -> &[u8] {
+        &self.signature_bytes
     }
 
     /// Streams every artifact into `sink`, verifying each, then checks that
@@ -624,6 +624,42 @@ impl<R: Read> BundleReader<R> {
             sbom: self.sbom,
         })
     }
+}
+
+/// Steps 4 and 5 of FORMAT.md's verification, for a manifest and its
+/// signature read from a bundle or kept since (`install-bundle stage`):
+/// the signature must verify against a trusted key before the manifest is
+/// parsed (strictly), and its trusted comment must be exactly `name version
+/// serial` of that manifest.
+pub fn verify_manifest(
+    manifest_bytes: &[u8],
+    signature: &Signature,
+    trusted: &TrustedKeys,
+    limits: &Limits,
+) -> Result<(Manifest, KeyId), ReadError> {
+    if manifest_bytes.len() as u64 > limits.max_manifest_bytes {
+        return Err(ReadError::TooLarge {
+            entry: MANIFEST_ENTRY,
+            size: manifest_bytes.len() as u64,
+            limit: limits.max_manifest_bytes,
+        });
+    }
+    // 4. The signature's key id must be a trusted key; the signature of the
+    //    BLAKE2b-512 digest of the manifest bytes and the global signature
+    //    over signature ‖ trusted comment must both verify (verify_strict).
+    let key_id = trusted.verify(manifest_bytes, signature)?.id;
+    // 5. Only now parse the manifest (strictly: unknown fields, bad names,
+    //    paths or sizes are refused) and check that the trusted comment is
+    //    exactly "name version serial" of that manifest.
+    let manifest = parse_manifest(manifest_bytes, limits).map_err(ReadError::Manifest)?;
+    let expected = manifest.trusted_comment();
+    if signature.trusted_comment != expected {
+        return Err(ReadError::TrustedComment {
+            expected,
+            actual: signature.trusted_comment.clone(),
+        });
+    }
+    Ok((manifest, key_id))
 }
 
 /// Verifies a whole bundle without keeping its artifacts.

@@ -6,19 +6,18 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bundle_spec::read::{BundleReader, DiscardSink, ReadError};
+use bundle_spec::read::{BundleReader, DiscardSink};
 use bundle_spec::{Limits, Timestamp};
 use clap::{Args, Parser, Subcommand};
 use install_bundle::exit::Failure;
-use install_bundle::journal::{self, Recovery, Transaction};
+use install_bundle::flow::{self, read_failure};
+use install_bundle::journal::{self, Recovery};
 use install_bundle::output::{Out, Verbosity};
 use install_bundle::paths::Root;
-use install_bundle::policy::{self, Downgrade};
-use install_bundle::receipt::{
-    self, InstalledImage, InstalledPackage, InstalledPath, RECEIPT_FORMAT, Receipt,
-};
-use install_bundle::stage::{STATE_TARGET, Staging, StateDir};
-use install_bundle::{apply, plan, preflight, trust, vars};
+use install_bundle::receipt::{self, InstalledImage, Receipt};
+use install_bundle::stage::{STATE_TARGET, StateDir};
+use install_bundle::staged::{self, StagedInfo};
+use install_bundle::trust;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -29,7 +28,8 @@ use serde_json::json;
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Exit codes: 0 installed or nothing to do, 1 other error, 2 usage, 3 verification failed (host untouched), \
-4 refused by policy or preflight (host untouched), 5 apply failed and rolled back, 6 apply failed and could not fully roll back."
+4 refused by policy or preflight (host untouched), 5 apply failed and rolled back, 6 apply failed and could not fully roll back, \
+7 status found drift."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +50,14 @@ enum Command {
     Recover(RecoverArgs),
     /// Install a bundle (the default command).
     Install(InstallArgs),
+    /// Verify a bundle, run preflight and the plan, and keep it staged for
+    /// `apply`; nothing else changes.
+    Stage(StageArgs),
+    /// Install the staged bundle NAME (verified again first); success drops
+    /// the staged copy.
+    Apply(ApplyArgs),
+    /// Drop the staged bundle NAME.
+    Unstage(UnstageArgs),
 }
 
 #[derive(Args, Clone)]
@@ -100,6 +108,66 @@ struct InstallArgs {
     /// Further directories holding parts of a split bundle (repeatable).
     #[arg(long = "parts-dir", value_name = "DIR")]
     parts_dirs: Vec<PathBuf>,
+    /// With --json: each changed file's content before and after (text up to 64 KiB).
+    #[arg(long)]
+    diff: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct StageArgs {
+    /// The bundle file, or - for standard input.
+    #[arg(value_name = "BUNDLE")]
+    bundle: String,
+    /// Set a variable (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    sets: Vec<String>,
+    /// Read variables from a JSON object of strings.
+    #[arg(long, value_name = "FILE.json")]
+    values: Option<PathBuf>,
+    /// Further directories holding parts of a split bundle (repeatable).
+    #[arg(long = "parts-dir", value_name = "DIR")]
+    parts_dirs: Vec<PathBuf>,
+    /// Verify and plan, say what staging would do, keep nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Accept a lower serial than the installed (or staged) one; `apply` does too.
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Install bundled .debs older than the installed packages when applied.
+    #[arg(long)]
+    allow_deb_downgrade: bool,
+    /// With --json: each changed file's content before and after (text up to 64 KiB).
+    #[arg(long)]
+    diff: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct ApplyArgs {
+    /// The name of the staged bundle.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Do not start or restart services.
+    #[arg(long)]
+    no_start: bool,
+    /// Verify the staged bundle and print the plan; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --json: each changed file's content before and after (text up to 64 KiB).
+    #[arg(long)]
+    diff: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct UnstageArgs {
+    /// The name of the staged bundle.
+    #[arg(value_name = "NAME")]
+    name: String,
     #[command(flatten)]
     common: Common,
 }
@@ -163,6 +231,18 @@ fn main() -> ExitCode {
         Some(Command::Install(a)) => {
             let out = Out::new(verbosity(&a.common));
             (install(&a, &out), out)
+        }
+        Some(Command::Stage(a)) => {
+            let out = Out::new(verbosity(&a.common));
+            (stage(&a, &out), out)
+        }
+        Some(Command::Apply(a)) => {
+            let out = Out::new(verbosity(&a.common));
+            (apply_staged(&a, &out), out)
+        }
+        Some(Command::Unstage(a)) => {
+            let out = Out::new(verbosity(&a.common));
+            (unstage(&a, &out), out)
         }
         None => {
             let out = Out::new(verbosity(&cli.install.common));
@@ -256,13 +336,6 @@ fn open_input(bundle: &str) -> Result<Box<dyn Read>, Failure> {
     }
 }
 
-fn read_failure(bundle: &str, e: ReadError) -> Failure {
-    match e {
-        ReadError::Sink { .. } => Failure::refused(format!("{bundle}: {e}")),
-        other => Failure::verify(format!("{bundle}: verification failed: {other}")),
-    }
-}
-
 fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
     let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
@@ -308,6 +381,9 @@ fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     )
 }
 
+/// `status [NAME]`: every receipt and staged bundle (or NAME's), each
+/// installed path, package and image checked against the receipt; exit 7
+/// when anything drifted.
 fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
     // Read only: a missing state directory means nothing is installed.
@@ -315,86 +391,126 @@ fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
         .open_dir(STATE_TARGET)
         .and_then(|d| d.real_path())
         .unwrap_or_else(|_| root.display(STATE_TARGET));
-    let receipts = match &a.name {
-        Some(n) => match receipt::read(&state, n).map_err(Failure::other)? {
-            Some(r) => vec![r],
-            None => {
+    let (receipts, staged_list) = match &a.name {
+        Some(n) => {
+            staged::check_name(n).map_err(Failure::usage)?;
+            let r = receipt::read(&state, n).map_err(Failure::other)?;
+            let s = staged::read_info(&state, n).map_err(Failure::other)?;
+            if r.is_none() && s.is_none() {
                 return Err(Failure::other(format!(
-                    "{n} is not installed under {}",
+                    "{n} is neither installed nor staged under {}",
                     root.path().display()
                 )));
             }
-        },
-        None => receipt::read_all(&state).map_err(Failure::other)?,
+            (r.into_iter().collect(), s.into_iter().collect())
+        }
+        None => (
+            receipt::read_all(&state).map_err(Failure::other)?,
+            staged::list(&state).map_err(Failure::other)?,
+        ),
     };
-    if receipts.is_empty() {
+    let mut names: Vec<String> = receipts
+        .iter()
+        .map(|r: &Receipt| r.name.clone())
+        .chain(staged_list.iter().map(|s: &StagedInfo| s.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
         out.line(&format!(
-            "no bundle is installed under {}",
+            "no bundle is installed or staged under {}",
             root.path().display()
         ));
     }
+    let detailed = a.name.is_some();
     let mut docs = Vec::new();
-    for r in &receipts {
-        out.line(&format!(
-            "{} {} (serial {}), installed {}, signed by key {}, {} paths, {} packages",
-            r.name,
-            r.version,
-            r.serial,
-            r.installed_at,
-            r.key_id,
-            r.paths.len(),
-            r.packages.len()
-        ));
+    let mut drifted = Vec::new();
+    for name in &names {
+        let r = receipts.iter().find(|r| &r.name == name);
+        let s = staged_list.iter().find(|s| &s.name == name);
         let mut drift = Vec::new();
-        if a.name.is_some() {
-            for (k, v) in &r.variables {
-                out.line(&format!("  variable {k}={v}"));
+        if let Some(r) = r {
+            out.line(&format!(
+                "{} {} (serial {}), installed {}, signed by key {}, {} paths, {} packages",
+                r.name,
+                r.version,
+                r.serial,
+                r.installed_at,
+                r.key_id,
+                r.paths.len(),
+                r.packages.len()
+            ));
+            if detailed {
+                for (k, v) in &r.variables {
+                    out.line(&format!("  variable {k}={v}"));
+                }
             }
             for p in &r.paths {
                 let problem = install_bundle::status::check_path(&root, p);
-                out.line(&format!(
-                    "  {:<10} {} {}",
-                    p.kind,
-                    p.path,
-                    problem.as_deref().unwrap_or("ok")
-                ));
+                if detailed || problem.is_some() {
+                    out.line(&format!(
+                        "  {:<10} {} {}",
+                        p.kind,
+                        p.path,
+                        problem.as_deref().unwrap_or("ok")
+                    ));
+                }
                 if let Some(problem) = problem {
-                    drift.push(json!({"path": p.path, "problem": problem}));
+                    drift.push(json!({"kind": "path", "path": p.path, "problem": problem}));
                 }
             }
-            for p in &r.packages {
-                out.line(&format!("  package    {} {}", p.name, p.version));
+            for (p, problem) in install_bundle::status::check_packages(&root, &r.packages) {
+                if detailed || problem.is_some() {
+                    out.line(&format!(
+                        "  package    {} {} {}",
+                        p.name,
+                        p.version,
+                        problem.as_deref().unwrap_or("ok")
+                    ));
+                }
+                if let Some(problem) = problem {
+                    drift.push(json!({"kind": "package", "package": p.name, "problem": problem}));
+                }
             }
             for (img, problem) in check_images(&root, &r.images) {
-                out.line(&format!(
-                    "  image      {} {} {}",
-                    img.reference,
-                    img.digest,
-                    problem
-                        .as_deref()
-                        .unwrap_or(if img.pinned { "ok (pinned)" } else { "ok" })
-                ));
+                if detailed || problem.is_some() {
+                    out.line(&format!(
+                        "  image      {} {} {}",
+                        img.reference,
+                        img.digest,
+                        problem
+                            .as_deref()
+                            .unwrap_or(if img.pinned { "ok (pinned)" } else { "ok" })
+                    ));
+                }
                 if let Some(problem) = problem {
-                    drift.push(json!({"image": img.reference, "problem": problem}));
+                    drift
+                        .push(json!({"kind": "image", "image": img.reference, "problem": problem}));
                 }
             }
+        } else {
+            out.line(&format!("{name}: not installed"));
         }
-        docs.push(json!({"receipt": r, "drift": drift}));
-    }
-    let drifted: Vec<String> = docs
-        .iter()
-        .flat_map(|d| d["drift"].as_array().cloned().unwrap_or_default())
-        .map(|d| {
-            format!(
-                "{}: {}",
-                d.get("path")
-                    .or(d.get("image"))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?"),
+        if let Some(s) = s {
+            out.line(&format!(
+                "  staged {} (serial {}) at {} from {}, {} changes planned then; install it with: install-bundle apply {name}",
+                s.version, s.serial, s.staged_at, s.bundle, s.planned_changes
+            ));
+        }
+        for d in &drift {
+            let item = d
+                .get("path")
+                .or(d.get("package"))
+                .or(d.get("image"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            drifted.push(format!(
+                "{name}: {item}: {}",
                 d["problem"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+            ));
+        }
+        docs.push(json!({"name": name, "receipt": r, "staged": s, "drifted": !drift.is_empty(), "drift": drift}));
+    }
     if !drifted.is_empty() {
         let mut f = Failure::drift(
             format!("{} item(s) differ from what was installed", drifted.len()),
@@ -461,51 +577,14 @@ fn check_images<'a>(
         .collect()
 }
 
-/// Rolls back (or finishes the clean-up of) an interrupted run. Fails (exit
-/// 6) only when an undo failed: a completed command that cannot be undone
-/// (dpkg ran) is reported, and the install that follows goes on.
-fn finish_interrupted(root: &Root, state: &StateDir, out: &Out) -> Result<Recovery, Failure> {
-    let recovery = journal::recover(root, &state.dir).map_err(|e| {
-        Failure::incomplete(
-            format!("an interrupted install could not be rolled back: {e}"),
-            Vec::new(),
-        )
-    })?;
-    match &recovery {
-        Recovery::Clean => {}
-        Recovery::FinishedCommit => {
-            out.line("finished cleaning up after an interrupted, completed install")
-        }
-        Recovery::RolledBack { bundle, report } => {
-            out.line(&format!(
-                "rolled back an interrupted install of {bundle} ({} changes undone)",
-                report.undone
-            ));
-            for d in report.details().iter().skip(1) {
-                out.warn(d);
-            }
-            if !report.failed.is_empty() {
-                return Err(Failure::incomplete(
-                    format!("an interrupted install of {bundle} could not be fully rolled back"),
-                    report.details(),
-                ));
-            }
-        }
-    }
-    Ok(recovery)
-}
-
 /// `recover`: the same rules and exit codes as a failed install: 0 when there
 /// was nothing to do (or only a committed run's clean-up), 5 when an
 /// interrupted install was rolled back completely, 6 when the host is not
 /// fully as it was.
 fn recover(a: &RecoverArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
-    let state = StateDir::open(&root).map_err(|e| match e {
-        install_bundle::stage::StateError::Locked(_) => Failure::refused(e.to_string()),
-        other => Failure::other(other.to_string()),
-    })?;
-    let result = finish_interrupted(&root, &state, out);
+    let state = open_state(&root)?;
+    let result = flow::finish_interrupted(&root, &state, out);
     // A leftover staging directory belongs to the interrupted run.
     let _ = std::fs::remove_dir_all(state.dir.join("staging"));
     state.release();
@@ -526,6 +605,10 @@ fn recover(a: &RecoverArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     }
 }
 
+fn open_state(root: &Root) -> Result<StateDir, Failure> {
+    StateDir::open(root).map_err(flow::state_failure)
+}
+
 fn install(a: &InstallArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let bundle = a
         .bundle
@@ -533,10 +616,7 @@ fn install(a: &InstallArgs, out: &Out) -> Result<serde_json::Value, Failure> {
         .ok_or_else(|| Failure::usage("a BUNDLE is required".into()))?;
     let root = root_of(&a.common)?;
     let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
-    let state = StateDir::open(&root).map_err(|e| match e {
-        install_bundle::stage::StateError::Locked(_) => Failure::refused(e.to_string()),
-        other => Failure::other(other.to_string()),
-    })?;
+    let state = open_state(&root)?;
     let result = install_locked(a, out, bundle, &root, &trusted, &state);
     state.release();
     result
@@ -552,370 +632,340 @@ fn install_locked(
 ) -> Result<serde_json::Value, Failure> {
     // An interrupted earlier run is finished (rolled back) before anything else.
     if a.dry_run {
-        if state.dir.join(journal::JOURNAL_FILE).exists() {
-            out.warn(
-                "an interrupted install left a journal; the next real run rolls it back first",
-            );
-        }
+        warn_journal(state, out);
     } else {
-        finish_interrupted(root, state, out)?;
+        flow::finish_interrupted(root, state, out)?;
     }
-
-    // 1. Verify & stage.
-    out.phase(1, "verify & stage");
-    let limits = Limits::default();
-    let reader = BundleReader::open(
-        open_bundle(bundle, trusted, &a.parts_dirs, out)?,
-        trusted,
-        &limits,
-    )
-    .map_err(|e| read_failure(bundle, e))?;
-    let manifest = reader.manifest().clone();
-    let manifest_sha256 = reader.manifest_sha256();
-    let key_id = reader.key_id();
-    out.line(&format!(
-        "  {} {} (serial {}) signed by trusted key {key_id}",
-        manifest.name, manifest.version, manifest.serial
-    ));
-    let old_receipt =
-        receipt::read(&state.dir, manifest.name.as_str()).map_err(Failure::refused)?;
-    let mut problems = policy::check(
-        &manifest,
-        &manifest_sha256.to_string(),
-        old_receipt.as_ref(),
-        if a.allow_downgrade {
-            Downgrade::Allow
-        } else {
-            Downgrade::Refuse
-        },
-        root,
-        Timestamp::now(),
-    );
-    let values = vars::resolve(&manifest.variables, a.values.as_deref(), &a.sets);
-    if let Err(v) = &values {
-        problems.extend(v.iter().cloned());
-    }
-    if !problems.is_empty() {
-        return Err(Failure::refused_all(
-            format!("{} {} refused", manifest.name, manifest.version),
-            problems,
-        ));
-    }
-    let values = values.unwrap_or_default();
+    let opts = flow::Options {
+        allow_downgrade: a.allow_downgrade,
+        allow_deb_downgrade: a.allow_deb_downgrade,
+        no_start: a.no_start,
+        diff: a.diff,
+    };
     let staging_base = a.staging_dir.clone().unwrap_or_else(|| state.dir.clone());
-    if let Some(problem) =
-        preflight::check_staging_space(&staging_base, manifest.total_artifact_bytes())
-    {
-        return Err(Failure::refused(problem));
-    }
-    let staging = Staging::create(&staging_base).map_err(|e| {
-        Failure::refused(format!(
-            "cannot create the staging directory in {}: {e}",
-            staging_base.display()
-        ))
-    })?;
-    let result = install_staged(
-        a,
-        out,
-        reader,
+    let input = flow::BundleInput {
+        label: bundle,
+        values_file: a.values.as_deref(),
+        sets: &a.sets,
+        staging_base: &staging_base,
+    };
+    let prepared = flow::prepare_bundle(
+        open_bundle(bundle, trusted, &a.parts_dirs, out)?,
+        &input,
+        &opts,
         root,
+        trusted,
         state,
-        &staging,
-        &manifest,
-        manifest_sha256,
-        key_id,
-        &values,
-        old_receipt,
-    );
-    staging.remove();
+        out,
+    )?;
+    let result = plan_and_apply(&prepared, &opts, a.dry_run, root, state, out);
+    prepared.staging.remove();
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn install_staged<R: Read>(
-    a: &InstallArgs,
-    out: &Out,
-    reader: BundleReader<R>,
-    root: &Root,
-    state: &StateDir,
-    staging: &Staging,
-    manifest: &bundle_spec::spec::Manifest,
-    manifest_sha256: bundle_spec::Sha256Digest,
-    key_id: bundle_spec::sign::KeyId,
-    values: &std::collections::BTreeMap<String, String>,
-    old_receipt: Option<Receipt>,
-) -> Result<serde_json::Value, Failure> {
-    let bundle = a.bundle.as_deref().unwrap_or("-");
-    out.set_total(manifest.total_artifact_bytes());
-    let staged = reader.read_artifacts(&mut staging.sink(), out);
-    out.end_progress();
-    let verified = staged.map_err(|e| read_failure(bundle, e))?;
-    out.line(&format!(
-        "  {} artifacts ({} bytes) verified and staged",
-        manifest.artifacts.len(),
-        verified.artifact_bytes
-    ));
-
-    // 2. Preflight and 3. plan.
-    out.phase(2, "preflight");
-    let ctx = plan::Context {
-        root,
-        manifest,
-        staging,
-        vars: values,
-        no_start: a.no_start,
-        first_install: old_receipt.is_none(),
-        deb_downgrade: if a.allow_deb_downgrade {
-            plan::DebDowngrade::Allow
-        } else {
-            plan::DebDowngrade::Keep
-        },
-        previous_images: old_receipt.as_ref().map_or(&[], |r| r.images.as_slice()),
-    };
-    let the_plan =
-        plan::build(&ctx).map_err(|p| Failure::refused_all("preflight failed".into(), p))?;
-    let problems = preflight::check(root, manifest, &the_plan);
-    if !problems.is_empty() {
-        return Err(Failure::refused_all("preflight failed".into(), problems));
-    }
-    out.line("  ok");
-    out.phase(3, "plan");
-    for op in &the_plan.first {
-        out.line(&format!("  first: {}", op.describe()));
-    }
-    for sp in &the_plan.steps {
-        for op in &sp.ops {
-            out.line(&format!(
-                "  step {} {}: {}",
-                sp.number,
-                sp.kind,
-                op.describe()
-            ));
-        }
-        if sp.ops.is_empty() {
-            out.line(&format!(
-                "  step {} {}: nothing to do here",
-                sp.number, sp.kind
-            ));
-        }
-    }
-    for op in &the_plan.finally {
-        out.line(&format!("  finally: {}", op.describe()));
-    }
-    let new_receipt = make_receipt(
-        manifest,
-        &manifest_sha256.to_string(),
-        &key_id.to_string(),
-        values,
-        &the_plan,
-    );
-    let receipt_changed = old_receipt
-        .as_ref()
-        .is_none_or(|r| !r.same_content(&new_receipt));
-    let changes = the_plan.changes();
-    let plan_json = serde_json::to_value(&the_plan).unwrap_or_default();
-    let doc = |result: &str, changed: usize| {
-        let steps: Vec<serde_json::Value> = out
-            .step_timings()
-            .into_iter()
-            .map(
-                |(number, kind, seconds)| json!({"step": number, "kind": kind, "seconds": seconds}),
-            )
-            .collect();
-        json!({"result": result, "name": manifest.name, "version": manifest.version, "serial": manifest.serial,
-               "key_id": key_id.to_string(), "manifest_sha256": manifest_sha256, "changed": changed, "plan": plan_json,
-               "timings": {"apply_steps": steps}})
-    };
-    if a.dry_run {
-        out.line(&format!("dry run: {changes} changes planned, nothing done"));
-        return Ok(doc("planned", changes));
-    }
-
-    // 4. Apply.
-    out.phase(4, "apply");
-    if changes == 0 && !receipt_changed {
-        out.line("  nothing to do");
-        out.phase(5, "receipt");
-        out.line(&format!(
-            "  unchanged; 0 changed: {} {} is installed",
-            manifest.name, manifest.version
-        ));
-        return Ok(doc("unchanged", 0));
-    }
-    let mut tx = Transaction::begin(
-        root,
-        &state.dir,
-        manifest.name.as_str(),
-        manifest.version.as_str(),
-        manifest.serial.get(),
-    )
-    .map_err(|e| {
-        Failure::rolled_back(
-            format!(
-                "apply failed before changing anything: cannot start the journal in {}: {e}",
-                state.dir.display()
-            ),
-            vec!["0 changes rolled back".into()],
-        )
-    })?;
-    let applied =
-        apply::apply(root, manifest, staging, &the_plan, &mut tx, out).map_err(|e| e.to_string());
-    // 5. Receipt.
-    let committed = applied.and_then(|()| {
-        out.phase(5, "receipt");
-        if receipt_changed {
-            let target = format!("{STATE_TARGET}/{}.json", manifest.name);
-            tx.write_file(&target, 0o644, &mut &new_receipt.to_bytes()[..])
-                .map_err(|e| format!("writing the receipt {target}: {e}"))?;
-            // The bundle's SBOM (verified with it) is kept beside the receipt.
-            if let Some(sbom) = &verified.sbom {
-                let target = format!("{STATE_TARGET}/sbom/{}.cdx.json", manifest.name);
-                tx.write_file(&target, 0o644, &mut &sbom[..])
-                    .map_err(|e| format!("writing the SBOM {target}: {e}"))?;
-            }
-        }
-        Ok(())
-    });
-    let message = match committed {
-        Ok(()) => match tx.commit() {
-            Ok(cleanup) => {
-                if let Some(e) = cleanup {
-                    out.warn(&format!(
-                        "installed, but the journal's clean-up failed ({e}); the next run finishes it"
-                    ));
-                }
-                out.line(&format!(
-                    "  {changes} changed: {} {} (serial {}) installed",
-                    manifest.name, manifest.version, manifest.serial
-                ));
-                return Ok(doc("installed", changes));
-            }
-            // Not committed (a full disk): roll back like any failure.
-            Err((uncommitted, e)) => {
-                tx = uncommitted;
-                format!("writing the journal's commit record: {e}")
-            }
-        },
-        Err(message) => message,
-    };
-    let report = tx.rollback();
-    let details = report.details();
-    if report.complete() {
-        Err(Failure::rolled_back(
-            format!("apply failed and was rolled back: {message}"),
-            details,
-        ))
-    } else {
-        Err(Failure::incomplete(
-            format!("apply failed and could not be fully rolled back: {message}"),
-            details,
-        ))
+fn warn_journal(state: &StateDir, out: &Out) {
+    if state.dir.join(journal::JOURNAL_FILE).exists() {
+        out.warn("an interrupted install left a journal; the next real run rolls it back first");
     }
 }
 
-fn make_receipt(
-    manifest: &bundle_spec::spec::Manifest,
-    manifest_sha256: &str,
-    key_id: &str,
-    values: &std::collections::BTreeMap<String, String>,
-    plan: &plan::Plan,
-) -> Receipt {
-    let mut paths = Vec::new();
-    let mut packages = Vec::new();
-    let mut images = Vec::new();
-    // swap-off edits /etc/fstab but does not own it: it is not a managed path.
-    let owned = plan
-        .steps
-        .iter()
-        .filter(|s| s.kind != "swap-off")
-        .flat_map(|s| s.ops.iter())
-        .chain(plan.finally.iter());
-    for op in owned {
-        match op {
-            plan::Op::File {
-                target,
-                sha256,
-                mode,
-                ..
-            } => paths.push(InstalledPath {
-                path: target.clone(),
-                kind: "file".into(),
-                mode: Some(format!("{mode:04o}")),
-                sha256: Some(sha256.to_string()),
-                target: None,
-            }),
-            plan::Op::Dir { target, mode, .. } => paths.push(InstalledPath {
-                path: target.clone(),
-                kind: "directory".into(),
-                mode: Some(format!("{mode:04o}")),
-                sha256: None,
-                target: None,
-            }),
-            plan::Op::Link { target, to, .. } => paths.push(InstalledPath {
-                path: target.clone(),
-                kind: "symlink".into(),
-                mode: None,
-                sha256: None,
-                target: Some(to.clone()),
-            }),
-            plan::Op::Dpkg {
-                install,
-                present,
-                kept,
-            } => {
-                packages.extend(kept.iter().map(|(name, installed, _)| InstalledPackage {
-                    name: name.clone(),
-                    version: installed.clone(),
-                }));
-                packages.extend(install.iter().map(|d| InstalledPackage {
-                    name: d.package.clone(),
-                    version: d.version.clone(),
-                }));
-                packages.extend(present.iter().filter_map(|p| {
-                    p.split_once(' ').map(|(n, v)| InstalledPackage {
-                        name: n.to_owned(),
-                        version: v.to_owned(),
-                    })
-                }));
-            }
-            plan::Op::Image {
-                name,
-                reference,
-                digest,
-                namespace,
-                pin,
-                daemon,
-                change,
-                ..
-            } => {
-                if *change != install_bundle::images::ImageChange::Unpin {
-                    images.push(InstalledImage {
-                        name: name.clone(),
-                        reference: reference.clone(),
-                        digest: digest.clone(),
-                        namespace: namespace.clone(),
-                        pinned: *pin,
-                        address: match daemon {
-                            install_bundle::images::Daemon::Live(a) => Some(a.clone()),
-                            install_bundle::images::Daemon::Private => None,
-                        },
-                    });
-                }
-            }
-            plan::Op::Run { .. } => {}
+/// The second half of `install` and `apply`: the plan, then (unless a dry
+/// run) the apply; the JSON document with the receipt now on the host.
+fn plan_and_apply(
+    p: &flow::Prepared,
+    opts: &flow::Options,
+    dry_run: bool,
+    root: &Root,
+    state: &StateDir,
+    out: &Out,
+) -> Result<serde_json::Value, Failure> {
+    let planned = flow::plan(p, opts, root, out)?;
+    if dry_run {
+        out.line(&format!(
+            "dry run: {} changes planned, nothing done",
+            planned.changes
+        ));
+        return Ok(flow::document("planned", p, &planned, opts, root, out));
+    }
+    // The diff is of the host before the apply.
+    let diff = opts.diff.then(|| flow::diff(root, &planned.plan));
+    let outcome = flow::apply(p, &planned, root, state, out)?;
+    let mut doc = flow::document(
+        outcome.word(),
+        p,
+        &planned,
+        &flow::Options {
+            diff: false,
+            ..*opts
+        },
+        root,
+        out,
+    );
+    if outcome == flow::Outcome::Unchanged {
+        doc["changed"] = json!(0);
+    }
+    if let Some(d) = diff {
+        doc["diff"] = serde_json::Value::Array(d);
+    }
+    let receipt = match outcome {
+        flow::Outcome::Installed => Some(&planned.receipt),
+        flow::Outcome::Unchanged => p.old_receipt.as_ref(),
+    };
+    doc["receipt"] = json!(receipt);
+    Ok(doc)
+}
+
+/// `stage`: the first half and the plan, then the verified artifacts, the
+/// signed manifest, its signature and the variable values are kept in
+/// `STATE/staged/NAME` for `apply`. Nothing else changes.
+fn stage(a: &StageArgs, out: &Out) -> Result<serde_json::Value, Failure> {
+    let root = root_of(&a.common)?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
+    let state = open_state(&root)?;
+    let result = stage_locked(a, out, &root, &trusted, &state);
+    state.release();
+    result
+}
+
+fn stage_locked(
+    a: &StageArgs,
+    out: &Out,
+    root: &Root,
+    trusted: &bundle_spec::sign::TrustedKeys,
+    state: &StateDir,
+) -> Result<serde_json::Value, Failure> {
+    if state.dir.join(journal::JOURNAL_FILE).exists() {
+        if a.dry_run {
+            warn_journal(state, out);
+        } else {
+            return Err(Failure::refused(format!(
+                "an interrupted install left a journal in {}; run install-bundle recover first (stage changes nothing, so it does not roll it back)",
+                state.dir.display()
+            )));
         }
     }
-    Receipt {
-        format: RECEIPT_FORMAT.into(),
-        name: manifest.name.to_string(),
-        version: manifest.version.to_string(),
-        serial: manifest.serial.get(),
-        manifest_sha256: manifest_sha256.to_owned(),
-        key_id: key_id.to_owned(),
-        installed_at: Timestamp::now().to_string(),
-        variables: values.clone(),
-        paths,
-        packages,
-        images,
+    let opts = flow::Options {
+        allow_downgrade: a.allow_downgrade,
+        allow_deb_downgrade: a.allow_deb_downgrade,
+        no_start: false,
+        diff: a.diff,
+    };
+    let input = flow::BundleInput {
+        label: &a.bundle,
+        values_file: a.values.as_deref(),
+        sets: &a.sets,
+        staging_base: &state.dir,
+    };
+    let prepared = flow::prepare_bundle(
+        open_bundle(&a.bundle, trusted, &a.parts_dirs, out)?,
+        &input,
+        &opts,
+        root,
+        trusted,
+        state,
+        out,
+    )?;
+    let result = stage_prepared(a, &prepared, &opts, out, root, state);
+    // Kept (renamed away) when staged; otherwise dropped.
+    prepared.staging.remove();
+    result
+}
+
+fn stage_prepared(
+    a: &StageArgs,
+    p: &flow::Prepared,
+    opts: &flow::Options,
+    out: &Out,
+    root: &Root,
+    state: &StateDir,
+) -> Result<serde_json::Value, Failure> {
+    let name = p.manifest.name.as_str();
+    let serial = p.manifest.serial.get();
+    let sha = p.manifest_sha256.to_string();
+    // What is staged already; a damaged staged.json is replaced.
+    let existing = match staged::read_info(&state.dir, name) {
+        Ok(e) => e,
+        Err(problem) => {
+            out.warn(&format!("{problem}; staging replaces it"));
+            None
+        }
+    };
+    if let Some(old) = &existing
+        && !a.allow_downgrade
+    {
+        if old.serial > serial {
+            return Err(Failure::refused(format!(
+                "{name} {} (serial {}) is staged; this bundle is {} (serial {serial}), older: run install-bundle unstage {name} first to stage it (or pass --allow-downgrade)",
+                old.version, old.serial, p.manifest.version
+            )));
+        }
+        if old.serial == serial && old.manifest_sha256 != sha {
+            return Err(Failure::refused(format!(
+                "serial {serial} of {name} is already staged from a different manifest (sha256 {} vs {sha}); a new release needs a higher serial",
+                old.manifest_sha256
+            )));
+        }
     }
+    let planned = flow::plan(p, opts, root, out)?;
+    let info = StagedInfo {
+        format: staged::STAGED_FORMAT.into(),
+        name: name.to_owned(),
+        version: p.manifest.version.to_string(),
+        serial,
+        manifest_sha256: sha.clone(),
+        key_id: p.key_id.to_string(),
+        staged_at: Timestamp::now().to_string(),
+        bundle: a.bundle.clone(),
+        variables: p.values.clone(),
+        artifact_bytes: p.artifact_bytes,
+        planned_changes: planned.changes,
+        allow_downgrade: a.allow_downgrade,
+        allow_deb_downgrade: a.allow_deb_downgrade,
+    };
+    let same_as_staged = existing
+        .as_ref()
+        .filter(|o| o.manifest_sha256 == sha && o.variables == p.values);
+    let dir = staged::dir_of(&state.dir, name);
+    let (result, staged_now, replaced) = if planned.up_to_date() {
+        // Installed exactly so: nothing to stage, and a staged copy of this
+        // or an older serial would only be a step back.
+        if existing.is_some() && !a.dry_run {
+            staged::remove(&state.dir, name)
+                .map_err(|e| Failure::other(format!("cannot remove {}: {e}", dir.display())))?;
+        }
+        out.line(&format!(
+            "up to date: {name} {} (serial {serial}) is installed with these values; nothing staged",
+            p.manifest.version
+        ));
+        ("up-to-date", None, existing.clone())
+    } else if let Some(same) = same_as_staged {
+        out.line(&format!(
+            "already staged: {name} {} (serial {serial}) with these values, in {}; install it with: install-bundle apply {name}",
+            p.manifest.version,
+            dir.display()
+        ));
+        ("already-staged", Some(same.clone()), None)
+    } else if a.dry_run {
+        out.line(&format!(
+            "dry run: {name} {} (serial {serial}) would be staged ({} changes planned)",
+            p.manifest.version, planned.changes
+        ));
+        ("would-stage", None, existing.clone())
+    } else {
+        let (manifest_bytes, signature_bytes) = p
+            .signed
+            .as_ref()
+            .ok_or_else(|| Failure::other("the signed manifest was not kept".into()))?;
+        let staging = install_bundle::stage::Staging::existing(p.staging.dir().to_owned());
+        staged::keep(
+            &state.dir,
+            staging,
+            manifest_bytes,
+            signature_bytes,
+            p.sbom.as_deref(),
+            &info,
+        )
+        .map_err(|e| {
+            Failure::refused(format!(
+                "cannot keep the staged bundle in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        if let Some(old) = &existing {
+            out.line(&format!(
+                "  replaced the staged {} (serial {})",
+                old.version, old.serial
+            ));
+        }
+        out.line(&format!(
+            "staged: {name} {} (serial {serial}), {} changes planned, in {}; install it with: install-bundle apply {name}",
+            p.manifest.version,
+            planned.changes,
+            dir.display()
+        ));
+        ("staged", Some(info), existing.clone())
+    };
+    let mut doc = flow::document(result, p, &planned, opts, root, out);
+    doc["staged"] = json!(staged_now);
+    doc["replaced"] = json!(replaced);
+    Ok(doc)
+}
+
+/// `apply NAME`: installs the staged bundle; success drops the staged copy.
+fn apply_staged(a: &ApplyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
+    staged::check_name(&a.name).map_err(Failure::usage)?;
+    let root = root_of(&a.common)?;
+    let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
+    let state = open_state(&root)?;
+    let result = apply_locked(a, out, &root, &trusted, &state);
+    state.release();
+    result
+}
+
+fn apply_locked(
+    a: &ApplyArgs,
+    out: &Out,
+    root: &Root,
+    trusted: &bundle_spec::sign::TrustedKeys,
+    state: &StateDir,
+) -> Result<serde_json::Value, Failure> {
+    if a.dry_run {
+        warn_journal(state, out);
+    } else {
+        flow::finish_interrupted(root, state, out)?;
+    }
+    let (prepared, info) = flow::prepare_staged(&a.name, root, trusted, state, out)?;
+    let opts = flow::Options {
+        allow_downgrade: info.allow_downgrade,
+        allow_deb_downgrade: info.allow_deb_downgrade,
+        no_start: a.no_start,
+        diff: a.diff,
+    };
+    let mut doc = plan_and_apply(&prepared, &opts, a.dry_run, root, state, out)?;
+    if !a.dry_run
+        && let Err(e) = staged::remove(&state.dir, &a.name)
+    {
+        out.warn(&format!(
+            "installed, but the staged copy could not be removed ({e}); run install-bundle unstage {}",
+            a.name
+        ));
+    }
+    doc["staged"] = json!(info);
+    Ok(doc)
+}
+
+/// `unstage NAME`: drops a staged bundle (nothing staged is fine: exit 0).
+fn unstage(a: &UnstageArgs, out: &Out) -> Result<serde_json::Value, Failure> {
+    staged::check_name(&a.name).map_err(Failure::usage)?;
+    let root = root_of(&a.common)?;
+    let state = open_state(&root)?;
+    let result = (|| {
+        let info = staged::read_info(&state.dir, &a.name).unwrap_or(None);
+        let removed = staged::remove(&state.dir, &a.name).map_err(|e| {
+            Failure::other(format!(
+                "cannot remove {}: {e}",
+                staged::dir_of(&state.dir, &a.name).display()
+            ))
+        })?;
+        if removed {
+            out.line(&format!(
+                "unstaged {}{}",
+                a.name,
+                info.as_ref()
+                    .map(|i| format!(" {} (serial {})", i.version, i.serial))
+                    .unwrap_or_default()
+            ));
+        } else {
+            out.line(&format!(
+                "nothing is staged for {} under {}",
+                a.name,
+                root.path().display()
+            ));
+        }
+        Ok(
+            json!({"result": if removed { "unstaged" } else { "not-staged" }, "name": a.name, "staged": info}),
+        )
+    })();
+    state.release();
+    result
 }

@@ -250,6 +250,17 @@ impl Staging {
         Ok(Self { dir })
     }
 
+    /// A staging directory that already exists and holds verified
+    /// artifacts (a staged bundle, [`crate::staged`]).
+    pub fn existing(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where a verified artifact is kept.
     pub fn artifact(&self, name: &ArtifactName) -> PathBuf {
         self.dir.join("artifacts").join(name.as_str())

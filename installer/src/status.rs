@@ -3,7 +3,7 @@
 use bundle_spec::Sha256Digest;
 
 use crate::paths::{Kind, Root};
-use crate::receipt::InstalledPath;
+use crate::receipt::{InstalledPackage, InstalledPath};
 
 /// What is wrong with one recorded path now (`None`: as installed). Files
 /// and symlinks are looked at without following their final component;
@@ -46,4 +46,36 @@ pub fn check_path(root: &Root, p: &InstalledPath) -> Option<String> {
         },
         _ => None,
     }
+}
+
+/// Each package a receipt lists and what is wrong with it now (`None`:
+/// installed at that version in the root's dpkg database).
+pub fn check_packages<'a>(
+    root: &Root,
+    packages: &'a [InstalledPackage],
+) -> Vec<(&'a InstalledPackage, Option<String>)> {
+    if packages.is_empty() {
+        return Vec::new();
+    }
+    let status = crate::debs::host_status(root);
+    packages
+        .iter()
+        .map(|p| {
+            let problem = match &status {
+                Err(e) => Some(format!("cannot read the dpkg database: {e}")),
+                Ok(s) => {
+                    let versions: Vec<String> =
+                        s.get(&p.name).map(|i| i.version.to_string()).collect();
+                    if versions.is_empty() {
+                        Some("not installed".into())
+                    } else if versions.contains(&p.version) {
+                        None
+                    } else {
+                        Some(format!("version {} installed", versions.join(", ")))
+                    }
+                }
+            };
+            (p, problem)
+        })
+        .collect()
 }

@@ -15,6 +15,8 @@
 //!   loopback: plain HTTP, HTTPS with htpasswd, and token authentication.
 //! - [`oci`]: test container images (busybox-static, one or two platforms)
 //!   pushed to them with the distribution API.
+//! - [`fleet`]: hosts reached over SSH (one real sshd each on loopback, each
+//!   with its own root) and the real `ansible-core` driving them.
 //! - [`kit`]: taking bundles apart and putting them back together (re-signed or
 //!   not) to build hostile bundles.
 //!
@@ -26,6 +28,7 @@ pub mod aptrepo;
 pub mod cli;
 pub mod debootstrap;
 pub mod fixture;
+pub mod fleet;
 pub mod kit;
 pub mod oci;
 pub mod registry;
