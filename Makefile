@@ -6,7 +6,7 @@ CARGO ?= cargo
 STATIC_DIR := target/static
 MUSL := x86_64-unknown-linux-musl
 
-.PHONY: all build static test demo bench e2e fuzz lint clean ansible-venv ansible-lint
+.PHONY: all build static test demo bench e2e fuzz lint clean man completions install-docs ansible-venv ansible-lint
 
 all: build static
 
@@ -56,6 +56,32 @@ ansible-lint: ansible-venv
 # deb.debian.org needed; the root is cached in target/e2e/). Also part of `make test`.
 e2e: build static
 	$(CARGO) test -p bundle-tests --test worker_e2e -- --nocapture
+
+# Man pages and shell completions, generated from the clap definitions:
+#   make man            target/man/*.1 (bundler, install-bundle and one page per subcommand)
+#   make completions    target/completions/{bash,zsh,fish}/
+#   make install-docs   both into $(PREFIX) (default /usr/local): share/man/man1, bash-completion, zsh, fish
+PREFIX ?= /usr/local
+man:
+	$(CARGO) build -p bundler -p install-bundle --features install-bundle/man
+	rm -rf target/man && target/debug/bundler man --out target/man && target/debug/install-bundle man --out target/man
+	@ls target/man
+
+completions: build
+	@mkdir -p target/completions/bash target/completions/zsh target/completions/fish
+	for b in bundler install-bundle; do \
+		target/debug/$$b completions bash > target/completions/bash/$$b && \
+		target/debug/$$b completions zsh > target/completions/zsh/_$$b && \
+		target/debug/$$b completions fish > target/completions/fish/$$b.fish || exit 1; \
+	done
+
+install-docs: man completions
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0644 target/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 target/completions/bash/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/
+	install -m 0644 target/completions/zsh/* $(DESTDIR)$(PREFIX)/share/zsh/site-functions/
+	install -m 0644 target/completions/fish/* $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/
 
 demo: build static
 	bash scripts/demo.sh

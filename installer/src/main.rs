@@ -41,23 +41,62 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Verify a bundle completely (signature, manifest, every byte); change nothing.
+    #[command(
+        after_help = "Examples:\n  install-bundle verify /media/usb/k8s-worker.tar.zst\n  install-bundle verify worker.tar.zst --trusted-key /etc/install-bundle/trusted.d/release.pub --json"
+    )]
     Verify(VerifyArgs),
     /// Show what is installed, from receipts; with NAME, also check its files.
+    #[command(
+        after_help = "Examples:\n  install-bundle status\n  install-bundle status k8s-worker\n  install-bundle status k8s-worker --json --root /srv/images/worker"
+    )]
     Status(StatusArgs),
     /// Print what installing would change (same as --dry-run).
+    #[command(
+        after_help = "Examples:\n  install-bundle plan worker.tar.zst --set POD_CIDR=10.200.1.0/24\n  install-bundle plan worker.tar.zst --values node.json --json --diff"
+    )]
     Plan(InstallArgs),
     /// Roll back an interrupted install (every install does this first) and stop.
+    #[command(
+        after_help = "Examples:\n  install-bundle recover\n  install-bundle recover --root /srv/images/worker --json"
+    )]
     Recover(RecoverArgs),
     /// Install a bundle (the default command).
+    #[command(
+        after_help = "Examples:\n  install-bundle install /media/usb/k8s-worker.tar.zst --set POD_CIDR=10.200.1.0/24\n  aws s3 cp s3://bundles/worker.tar.zst - | install-bundle install - --values node.json\n  install-bundle install worker.tar.zst --root /srv/images/worker --set POD_CIDR=10.200.1.0/24"
+    )]
     Install(InstallArgs),
     /// Verify a bundle, run preflight and the plan, and keep it staged for
     /// `apply`; nothing else changes.
+    #[command(
+        after_help = "Examples:\n  install-bundle stage /media/usb/k8s-worker.tar.zst --set POD_CIDR=10.200.1.0/24\n  install-bundle stage worker.tar.zst --values node.json --json --diff"
+    )]
     Stage(StageArgs),
     /// Install the staged bundle NAME (verified again first); success drops
     /// the staged copy.
+    #[command(
+        after_help = "Examples:\n  install-bundle apply k8s-worker\n  install-bundle apply k8s-worker --dry-run"
+    )]
     Apply(ApplyArgs),
     /// Drop the staged bundle NAME.
+    #[command(after_help = "Examples:\n  install-bundle unstage k8s-worker")]
     Unstage(UnstageArgs),
+    /// Print shell completions for bash, zsh or fish on stdout.
+    #[command(
+        after_help = "Examples:\n  install-bundle completions bash > /usr/share/bash-completion/completions/install-bundle\n  install-bundle completions zsh > /usr/local/share/zsh/site-functions/_install-bundle\n  install-bundle completions fish > ~/.config/fish/completions/install-bundle.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (install-bundle.1 and one per subcommand) into a
+    /// directory; only in builds with the `man` feature (`make man`).
+    #[cfg(feature = "man")]
+    #[command(hide = true)]
+    Man {
+        /// The directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -208,9 +247,55 @@ fn verbosity(c: &Common) -> Verbosity {
     }
 }
 
+/// Writes `install-bundle.1` and `install-bundle-SUB.1` for each visible
+/// subcommand into `dir` (clap_mangen, from the same definitions as `--help`).
+#[cfg(feature = "man")]
+fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    std::fs::create_dir_all(dir)?;
+    let name = cmd.get_name().to_owned();
+    let mut pages = vec![(name.clone(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let full = format!("{name}-{}", sub.get_name());
+        pages.push((
+            full.clone(),
+            sub.clone()
+                .name(full.clone())
+                .bin_name(format!("{name} {}", sub.get_name())),
+        ));
+    }
+    for (file, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .title(file.to_uppercase())
+            .render(&mut out)?;
+        std::fs::write(dir.join(format!("{file}.1")), out)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (result, out) = match cli.command {
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "install-bundle", &mut script);
+            let _ = std::io::stdout().write_all(&script);
+            return ExitCode::SUCCESS;
+        }
+        #[cfg(feature = "man")]
+        Some(Command::Man { out }) => {
+            return match write_man_pages(&out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write man pages into {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Verify(a)) => {
             let out = Out::new(verbosity(&a.common));
             (verify(&a, &out), out)

@@ -87,3 +87,56 @@ fn man_pages_cover_bundler_and_each_subcommand() {
     }
     assert!(!Path::new(&out.join("bundler-man.1")).exists());
 }
+
+const INSTALLER_SUBCOMMANDS: &[&str] = &[
+    "verify",
+    "status",
+    "plan",
+    "recover",
+    "install",
+    "stage",
+    "apply",
+    "unstage",
+    "completions",
+];
+
+#[test]
+fn every_install_bundle_subcommand_help_ends_with_examples() {
+    for sub in INSTALLER_SUBCOMMANDS {
+        let out = run(&bundle_tests::cli::installer(), [sub, &"--help"], &[]);
+        out.code(0);
+        let tail = out.stdout.rsplit("Examples:").next().unwrap();
+        assert!(
+            out.stdout.contains("\nExamples:\n") && tail.contains(&format!("install-bundle {sub}")),
+            "install-bundle {sub} --help has no examples of itself at its end:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn install_bundle_completions_cover_every_subcommand_in_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F _install__bundle"),
+        ("zsh", "#compdef install-bundle"),
+        ("fish", "complete -c install-bundle"),
+    ] {
+        let out = run(&bundle_tests::cli::installer(), ["completions", shell], &[]);
+        out.code(0).stderr_empty().stdout_has(marker);
+        for sub in INSTALLER_SUBCOMMANDS {
+            out.stdout_has(sub);
+        }
+        out.stdout_has("trusted-key");
+        if shell == "bash" {
+            let script = dir.path().join("install-bundle.bash");
+            std::fs::write(&script, &out.stdout).unwrap();
+            let check = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(check.status.success(), "{check:?}");
+        }
+    }
+}

@@ -777,8 +777,9 @@ fn static_installer_has_no_dynamic_dependencies_and_no_tls_stack() {
     );
     let size = std::fs::metadata(&bin).unwrap().len();
     assert!(
-        size <= 4 << 20,
-        "static installer is {size} bytes, more than 4 MiB"
+        // 3.9 MB before stage/apply/status --json and shell completions; 4.4 MB with them.
+        size <= 5 << 20,
+        "static installer is {size} bytes, more than 5 MiB"
     );
     let tree = std::process::Command::new(env!("CARGO"))
         .args([
