@@ -11,3 +11,4 @@ pub mod pin;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod transfer;

@@ -15,6 +15,8 @@
 //!   loopback: plain HTTP, HTTPS with htpasswd, and token authentication.
 //! - [`oci`]: test container images (busybox-static, one or two platforms)
 //!   pushed to them with the distribution API.
+//! - [`s3`]: a real S3 API on loopback (the `moto` server), buckets and
+//!   objects inspected with boto3.
 //! - [`kit`]: taking bundles apart and putting them back together (re-signed or
 //!   not) to build hostile bundles.
 //!
@@ -29,5 +31,6 @@ pub mod fixture;
 pub mod kit;
 pub mod oci;
 pub mod registry;
+pub mod s3;
 pub mod server;
 pub mod tree;
