@@ -308,13 +308,12 @@ impl S3Config {
         } else {
             // Web identity or container credentials: object_store reads them.
             for (k, v) in std::env::vars() {
-                if let Ok(key) = k.to_ascii_lowercase().parse() {
-                    if k.starts_with("AWS_WEB_IDENTITY")
-                        || k.starts_with("AWS_ROLE")
-                        || k.starts_with("AWS_CONTAINER")
-                    {
-                        b = b.with_config(key, v);
-                    }
+                if (k.starts_with("AWS_WEB_IDENTITY")
+                    || k.starts_with("AWS_ROLE")
+                    || k.starts_with("AWS_CONTAINER"))
+                    && let Ok(key) = k.to_ascii_lowercase().parse()
+                {
+                    b = b.with_config(key, v);
                 }
             }
         }
