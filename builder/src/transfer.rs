@@ -83,7 +83,8 @@ impl std::str::FromStr for Location {
                     "name the registry: oci://REGISTRY/REPOSITORY:TAG (e.g. oci://registry.example:5000/bundles/worker:1.30)",
                 ));
             }
-            if r.tag().is_none() && r.digest().is_none() {
+            let last = rest.rsplit('/').next().unwrap_or(rest);
+            if !last.contains(':') && !rest.contains('@') {
                 return Err(bad(
                     "name a tag: oci://REGISTRY/REPOSITORY:TAG (e.g. :1.30)",
                 ));
