@@ -108,8 +108,9 @@ pub enum TransferError {
         /// What is wrong.
         reason: String,
     },
-    /// A local file cannot be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A local file cannot be read or written (the cause follows in the
+    /// error chain).
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
