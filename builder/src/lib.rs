@@ -12,3 +12,4 @@ pub mod progress;
 pub mod registry;
 pub mod sandbox;
 pub mod sbom;
+pub mod transfer;

@@ -329,13 +329,13 @@ pub fn check_insecure_value(value: &str) -> Result<(), RegistryError> {
 
 /// The scheme a registry is reached by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
+pub(crate) enum Scheme {
     Https,
     Http,
 }
 
 impl Scheme {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scheme::Https => "https",
             Scheme::Http => "http",
@@ -344,18 +344,18 @@ impl Scheme {
 }
 
 /// One registry in use: how it is reached and who we are there.
-struct Session {
+pub(crate) struct Session {
     /// `host[:port]` as the reference names it.
-    registry: String,
+    pub(crate) registry: String,
     /// The host the API is at (`index.docker.io` for `docker.io`).
-    api_host: String,
-    scheme: Scheme,
-    credentials: Option<Credentials>,
-    client: oci_client::Client,
+    pub(crate) api_host: String,
+    pub(crate) scheme: Scheme,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) client: oci_client::Client,
 }
 
 impl Session {
-    fn auth(&self) -> RegistryAuth {
+    pub(crate) fn auth(&self) -> RegistryAuth {
         match &self.credentials {
             Some(c) => RegistryAuth::Basic(c.user.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
@@ -444,14 +444,14 @@ impl Registries {
         Ok(out)
     }
 
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         let _guard = self.driving.lock().unwrap_or_else(|e| e.into_inner());
         self.runtime.block_on(f)
     }
 
     /// The session of `registry`, opening it (probing the scheme when plain
     /// HTTP is allowed, reading credentials) on first use.
-    fn session(&self, registry: &str) -> Result<Arc<Session>, RegistryError> {
+    pub(crate) fn session(&self, registry: &str) -> Result<Arc<Session>, RegistryError> {
         if let Some(s) = self
             .sessions
             .lock()
@@ -607,7 +607,7 @@ impl Registries {
         }
     }
 
-    fn classify(
+    pub(crate) fn classify(
         &self,
         session: &Session,
         reference: &ImageRef,
@@ -794,7 +794,7 @@ impl Endpoint for RepoEndpoint {
     }
 }
 
-fn oci_reference(r: &ImageRef) -> Reference {
+pub(crate) fn oci_reference(r: &ImageRef) -> Reference {
     let (registry, repository) = (r.registry().to_owned(), r.repository().to_owned());
     match (r.tag(), r.digest()) {
         (_, Some(d)) => Reference::with_digest(registry, repository, d.to_string()),
@@ -840,7 +840,7 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
 }
 
 /// The innermost message of an error chain.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut current = e.source();
     while let Some(err) = current {

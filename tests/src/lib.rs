@@ -17,6 +17,8 @@
 //!   pushed to them with the distribution API.
 //! - [`fleet`]: hosts reached over SSH (one real sshd each on loopback, each
 //!   with its own root) and the real `ansible-core` driving them.
+//! - [`s3`]: a real S3 API on loopback (the `moto` server), buckets and
+//!   objects inspected with boto3.
 //! - [`kit`]: taking bundles apart and putting them back together (re-signed or
 //!   not) to build hostile bundles.
 //!
@@ -32,5 +34,6 @@ pub mod fleet;
 pub mod kit;
 pub mod oci;
 pub mod registry;
+pub mod s3;
 pub mod server;
 pub mod tree;

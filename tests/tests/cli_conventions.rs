@@ -14,6 +14,8 @@ const BUNDLER_SUBCOMMANDS: &[&str] = &[
     "verify",
     "sbom",
     "split",
+    "push",
+    "pull",
     "join",
     "diff",
     "completions",
