@@ -11,6 +11,10 @@
 //! - [`aptrepo`]: signed apt repositories built from real `.deb`s, and the host's
 //!   `apt-get` (with private state) as a dependency-closure oracle.
 //! - [`cli`]: running `bundler` and `install-bundle` as subprocesses, throwaway keys.
+//! - [`vm`]: a booted Debian 12 machine (qemu, its own kernel and systemd)
+//!   that runs commands, reboots, powers off and has its power cut.
+//! - [`worker`]: the Kubernetes worker example served on loopback (OS
+//!   packages, upstream files, the spec rewritten to them).
 //! - [`kit`]: taking bundles apart and putting them back together (re-signed or
 //!   not) to build hostile bundles.
 //!
@@ -25,3 +29,5 @@ pub mod fixture;
 pub mod kit;
 pub mod server;
 pub mod tree;
+pub mod vm;
+pub mod worker;
