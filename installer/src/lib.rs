@@ -18,3 +18,4 @@ pub mod status;
 pub mod trust;
 pub mod units;
 pub mod vars;
+pub mod volatile;
