@@ -6,7 +6,7 @@ CARGO ?= cargo
 STATIC_DIR := target/static
 MUSL := x86_64-unknown-linux-musl
 
-.PHONY: all build static test demo bench e2e fuzz lint clean
+.PHONY: all build static test demo bench e2e vm-e2e fuzz lint clean
 
 all: build static
 
@@ -37,6 +37,13 @@ test: build static
 # deb.debian.org needed; the root is cached in target/e2e/). Also part of `make test`.
 e2e: build static
 	$(CARGO) test -p bundle-tests --test worker_e2e -- --nocapture
+
+# The worker node on a booted Debian 12 machine (qemu; KVM when usable, else
+# software emulation): install, re-run, reboot, upgrade, power cuts, a failed
+# step. Root, qemu-system-x86, debootstrap and deb.debian.org needed; the image
+# is cached in target/vm/. Also part of `make test`. VM_ACCEL=tcg forces emulation.
+vm-e2e: build static
+	$(CARGO) test -p bundle-tests --test vm_worker -- --nocapture
 
 demo: build static
 	bash scripts/demo.sh

@@ -10,10 +10,10 @@
 //!   recipe, so a changed recipe builds anew; delete the directory to
 //!   rebuild). Each [`Machine`] boots its own sparse copy of the disk.
 //! * **Booting**: `qemu-system-x86_64` with `-kernel`/`-initrd` from the
-//!   image and the serial console in `console.log`, no display. KVM when
-//!   `/dev/kvm` is usable — found by trying (`qemu -accel kvm`, `info kvm`)
-//!   — else software emulation (TCG), which is what CI has; `VM_ACCEL=tcg`
-//!   forces it.
+//!   image and the serial console in `console.log`, no display. KVM when it
+//!   works here — found by trying ([`accel`]: the kernel must boot under
+//!   `-accel kvm`) — else software emulation (TCG), which is what CI has;
+//!   `VM_ACCEL=tcg` forces it.
 //! * **Nothing outside**: the machine has no network device at all (`-nic
 //!   none`). The host talks to it over a virtio-serial port (a Unix socket
 //!   on the host), not ssh: no network stack, keys or port forward to set up,
@@ -126,29 +126,61 @@ pub fn prerequisites() -> Option<String> {
     })
 }
 
-/// The accelerator: `VM_ACCEL` when set, else `kvm` when qemu can use it
-/// here (tried, not guessed from `/dev/kvm`'s existence), else `tcg`.
-pub fn accel() -> String {
+/// The accelerator: `VM_ACCEL` when set, else `kvm` when it works here,
+/// else `tcg`. "Works" is found by trying, not guessed from `/dev/kvm`
+/// (which exists on machines whose KVM cannot run this guest, nested
+/// virtualization without the MSRs qemu sets, say): `kernel` is booted
+/// without a disk under `-accel kvm -cpu host`; it must get as far as its
+/// "no root file system" panic within 30 seconds. Tried once per process.
+pub fn accel(kernel: &Path) -> String {
+    static ACCEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     if let Ok(a) = std::env::var("VM_ACCEL") {
         return a;
     }
-    let tried = Command::new(QEMU)
-        .args(["-accel", "kvm", "-machine", "none", "-nodefaults"])
-        .args(["-display", "none", "-monitor", "stdio"])
-        .stdin(Stdio::piped())
+    ACCEL
+        .get_or_init(|| if kvm_boots(kernel) { "kvm" } else { "tcg" }.to_owned())
+        .clone()
+}
+
+fn kvm_boots(kernel: &Path) -> bool {
+    let Ok(mut child) = Command::new(QEMU)
+        .args([
+            "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "256",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(["-serial", "stdio", "-kernel"])
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b"info kvm\nquit\n")?;
-            c.wait_with_output()
-        });
-    match tried {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("kvm support: enabled") => {
-            "kvm".into()
+    else {
+        return false;
+    };
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
         }
-        _ => "tcg".into(),
+        std::thread::sleep(Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    out.contains("Kernel panic") && out.contains("Linux version")
 }
 
 /// A built image: the disk and the kernel and initrd to boot it with.
@@ -171,7 +203,12 @@ pub fn cache_dir() -> PathBuf {
 
 fn recipe_key() -> String {
     let mut h = Sha256::new();
-    for part in [PACKAGES.join(","), AGENT.into(), AGENT_UNIT.into(), FSTAB.into()] {
+    for part in [
+        PACKAGES.join(","),
+        AGENT.into(),
+        AGENT_UNIT.into(),
+        FSTAB.into(),
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -203,7 +240,10 @@ pub fn image() -> Result<Image, String> {
     if dir.join(".complete").is_file() {
         return Ok(image(0.0));
     }
-    for e in std::fs::read_dir(&cache).map_err(|e| e.to_string())?.flatten() {
+    for e in std::fs::read_dir(&cache)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
         let n = e.file_name().to_string_lossy().into_owned();
         if n.starts_with(&format!("{SUITE}-")) && e.path().is_dir() {
             std::fs::remove_dir_all(e.path()).map_err(|e| format!("{n}: {e}"))?;
@@ -256,7 +296,11 @@ fn configure(root: &Path) -> std::io::Result<()> {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
     };
     write("etc/hostname", "worker\n", 0o644)?;
-    write("etc/hosts", "127.0.0.1 localhost\n127.0.1.1 worker\n", 0o644)?;
+    write(
+        "etc/hosts",
+        "127.0.0.1 localhost\n127.0.1.1 worker\n",
+        0o644,
+    )?;
     write("etc/fstab", FSTAB, 0o644)?;
     write("usr/local/sbin/vm-agent", AGENT, 0o755)?;
     write("etc/systemd/system/vm-agent.service", AGENT_UNIT, 0o644)?;
@@ -289,7 +333,11 @@ pub fn carry_disk(files: &[(&str, &Path)], executable: &[&str], out: &Path) -> R
     for (name, src) in files {
         let dest = dir.join(name);
         std::fs::copy(src, &dest).map_err(|e| format!("{}: {e}", src.display()))?;
-        let mode = if executable.contains(name) { 0o755 } else { 0o644 };
+        let mode = if executable.contains(name) {
+            0o755
+        } else {
+            0o644
+        };
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
             .map_err(|e| e.to_string())?;
         bytes += std::fs::metadata(&dest).map_err(|e| e.to_string())?.len();
@@ -332,7 +380,7 @@ impl Machine {
             dir: dir.to_owned(),
             image: image.clone(),
             carry: carry.map(Path::to_owned),
-            accel: accel(),
+            accel: accel(&image.kernel),
             qemu: None,
             agent: None,
             pending: Vec::new(),
@@ -370,14 +418,17 @@ impl Machine {
             .args(["-append", "root=/dev/vda ro console=ttyS0"])
             .arg("-drive")
             .arg(format!(
-                "file={},format=raw,if=virtio,cache=directsync,serial=system",
+                "file={},format=raw,if=none,id=system,cache=directsync",
                 self.dir.join("disk.img").display()
-            ));
+            ))
+            .args(["-device", "virtio-blk-pci,drive=system,serial=system"]);
         if let Some(carry) = &self.carry {
-            c.arg("-drive").arg(format!(
-                "file={},format=raw,if=virtio,readonly=on,serial=carry",
-                carry.display()
-            ));
+            c.arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=none,id=carry,readonly=on",
+                    carry.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=carry,serial=carry"]);
         }
         c.args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
             .arg("-chardev")
@@ -443,11 +494,11 @@ impl Machine {
     fn wait_ready(&mut self, started: Instant) {
         loop {
             let line = self.read_line(started + BOOT_TIMEOUT, "the boot to finish");
-            if let Some(id) = line.strip_prefix("READY ") {
-                if id != self.boot_id {
-                    self.boot_id = id.to_owned();
-                    return;
-                }
+            if let Some(id) = line.strip_prefix("READY ")
+                && id != self.boot_id
+            {
+                self.boot_id = id.to_owned();
+                return;
             }
         }
     }
@@ -516,7 +567,8 @@ impl Machine {
             };
             let mut parts = rest.split(' ');
             let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(-1);
-            let mut text = || String::from_utf8_lossy(&unbase64(parts.next().unwrap_or(""))).into_owned();
+            let mut text =
+                || String::from_utf8_lossy(&unbase64(parts.next().unwrap_or(""))).into_owned();
             let stdout = text();
             let stderr = text();
             return Output {
@@ -602,7 +654,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
