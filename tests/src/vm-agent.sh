@@ -9,8 +9,12 @@
 # so the host knows a (re)boot finished, and which boot it talks to.
 set -u
 port=
-for p in /sys/class/virtio-ports/*; do
-  [ "$(cat "$p/name" 2>/dev/null)" = vm.agent ] && port=/dev/${p##*/}
+for _ in $(seq 600); do  # udev loads virtio_console some time into the boot
+  for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = vm.agent ] && port=/dev/${p##*/}
+  done
+  [ -n "$port" ] && [ -c "$port" ] && break
+  sleep 0.1
 done
 [ -n "$port" ] || { echo "vm-agent: no virtio-serial port named vm.agent" >&2; exit 1; }
 exec 3<>"$port"

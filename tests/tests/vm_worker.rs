@@ -39,8 +39,6 @@ use serde_json::{Value, json};
 
 const NAME: &str = "k8s-worker";
 const STATE: &str = "/var/lib/install-bundle";
-/// systemd's "unit started" message (`SD_MESSAGE_UNIT_STARTED`).
-const UNIT_STARTED: &str = "39f53479d3a045ac8e11786248231fbf";
 /// The swap file the machine has before the install.
 const SWAP_LINE: &str = "/swapfile none swap sw 0 0";
 
@@ -192,10 +190,23 @@ impl Timings {
 
 /// `install-bundle BUNDLE --set POD_CIDR=… EXTRA` from the carry disk.
 fn install(vm: &mut Machine, b: &Bundle, extra: &str) -> Output {
-    vm.run(&format!(
-        "{CARRY_MOUNT}/install-bundle {CARRY_MOUNT}/{} --set POD_CIDR={POD_CIDR} {extra}",
+    install_env(vm, b, extra, "")
+}
+
+/// [`install`] with environment variables (`NAME=VALUE ...`).
+fn install_env(vm: &mut Machine, b: &Bundle, extra: &str, env: &str) -> Output {
+    let t = Instant::now();
+    let out = vm.run(&format!(
+        "{env} {CARRY_MOUNT}/install-bundle {CARRY_MOUNT}/{} --set POD_CIDR={POD_CIDR} {extra}",
         b.file
-    ))
+    ));
+    eprintln!(
+        "vm e2e:   install-bundle {} {extra}: exit {} in {:.1}s",
+        b.file,
+        out.code,
+        t.elapsed().as_secs_f64()
+    );
+    out
 }
 
 fn status(vm: &mut Machine) -> Output {
@@ -230,16 +241,17 @@ fn cursor(vm: &mut Machine) -> String {
         .to_owned()
 }
 
-/// How many times systemd started `unit` since `cursor`.
-fn starts_since(vm: &mut Machine, unit: &str, cursor: &str) -> usize {
+/// How many containerd processes started since `cursor`: each says
+/// "containerd successfully booted" on its stdout, which journald reads
+/// from a stream (PID 1's own "Started" messages are datagrams it drops
+/// when journald falls behind, as it does under emulation).
+fn containerd_starts_since(vm: &mut Machine, cursor: &str) -> usize {
     ok(
         vm,
-        &format!(
-            "journalctl --after-cursor='{cursor}' _PID=1 UNIT={unit} MESSAGE_ID={UNIT_STARTED} -o cat"
-        ),
+        &format!("journalctl --after-cursor='{cursor}' -u containerd -o cat | grep -c 'containerd successfully booted' || true"),
     )
-    .lines()
-    .count()
+    .parse()
+    .unwrap()
 }
 
 /// What the running containerd was started from: its socket's group (from
@@ -362,10 +374,12 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         "image: from the cache"
     });
 
-    let work = tempfile::Builder::new()
+    let mut work = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(vm::cache_dir())
         .unwrap();
+    // VM_KEEP=1 keeps the bundles, the disks and the console log.
+    work.disable_cleanup(std::env::var("VM_KEEP").is_ok_and(|v| v == "1"));
     let built = build_bundles(work.path()).unwrap_or_else(|e| panic!("bundles: {e}"));
     t.mark("bundles: Debian packages repacked, bundler lock + build of serials 1-3");
     let carry = work.path().join("carry.img");
@@ -379,6 +393,11 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
     let mut vm = Machine::new(&image, &work.path().join("machine"), Some(&carry)).unwrap();
     let boot = vm.boot();
     eprintln!("vm e2e: accelerator {}", vm.accel());
+    eprintln!(
+        "{}",
+        vm.run("systemd-analyze; systemd-analyze blame | head -n 12")
+            .stdout
+    );
     t.mark(&format!(
         "first boot ({}; {:.1}s to the agent)",
         vm.accel(),
@@ -415,7 +434,7 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
     ok(
         &mut vm,
         &format!(
-            "dd if=/dev/zero of=/swapfile bs=1M count=64 status=none && chmod 600 /swapfile && \
+            "dd if=/dev/zero of=/swapfile bs=1M count=16 status=none && chmod 600 /swapfile && \
              mkswap /swapfile >/dev/null && echo '{SWAP_LINE}' >>/etc/fstab && swapon -a"
         ),
     );
@@ -555,20 +574,41 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
     ));
 
     // (5) Upgrade to serial 2: containerd restarted once onto its new config
-    // and unit, the kubelet onto its new build, nothing else touched. The
-    // test hook lists the journal points (for the power cuts) and does
-    // nothing else.
+    // and unit, the kubelet onto its new build, nothing else touched.
     let all_paths: BTreeSet<String> = receipt1.keys().cloned().collect();
     let before = file_states(&mut vm, &all_paths);
     let c = cursor(&mut vm);
+    let invocation = show(&mut vm, "containerd", "InvocationID");
     let proxy = main_pid(&mut vm, "kube-proxy");
-    let (containerd_pid, kubelet_pid) = pids;
-    let upgrade = install(&mut vm, s2, "");
+    let (containerd_pid, kubelet_pid) = (
+        main_pid(&mut vm, "containerd"),
+        main_pid(&mut vm, "kubelet"),
+    );
+    // The test hook lists the journal points (for the power cuts) and
+    // changes nothing else.
+    let upgrade = install_env(&mut vm, s2, "", "INSTALL_BUNDLE_TEST_PAUSE_AT=0");
+    let points: Vec<String> = upgrade
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("install-bundle: test journal point "))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        points.len() >= 10,
+        "only {} journal points\n{upgrade}",
+        points.len()
+    );
     upgrade.code(0).stdout_has("(serial 2) installed");
+    let starts = containerd_starts_since(&mut vm, &c);
     assert_eq!(
-        starts_since(&mut vm, "containerd.service", &c),
-        1,
-        "containerd restarted once"
+        starts, 1,
+        "containerd did not start exactly once\n{upgrade}"
+    );
+    assert_ne!(show(&mut vm, "containerd", "InvocationID"), invocation);
+    assert_eq!(
+        show(&mut vm, "containerd", "NRestarts"),
+        "0",
+        "containerd crashed"
     );
     assert_ne!(main_pid(&mut vm, "containerd"), containerd_pid);
     assert_eq!(containerd_running(&mut vm), (grpc_gid(2), 2));
@@ -613,32 +653,15 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         install(vm, s1, "--allow-downgrade")
             .code(0)
             .stdout_has("(serial 1) installed");
-        status(vm).code(0);
     };
     to_s1(&mut vm);
-    let listed = vm.run(&format!(
-        "INSTALL_BUNDLE_TEST_PAUSE_AT=0 {CARRY_MOUNT}/install-bundle {CARRY_MOUNT}/{} --set POD_CIDR={POD_CIDR}",
-        s2.file
-    ));
-    listed.code(0);
-    let points: Vec<String> = listed
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("install-bundle: test journal point "))
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        points.len() >= 10,
-        "only {} journal points\n{listed}",
-        points.len()
-    );
-    to_s1(&mut vm);
+    status(&mut vm).code(0);
     t.mark(&format!(
-        "(6) downgrade to serial 1, list the {} journal points of the serial-2 apply",
+        "(6) downgrade to serial 1 (the serial-2 apply has {} journal points)",
         points.len()
     ));
     let n = points.len();
-    let cuts: Vec<usize> = (0..6).map(|i| 1 + i * (n - 1) / 5).collect();
+    let cuts: Vec<usize> = (0..5).map(|i| 1 + i * (n - 1) / 4).collect();
     for (i, &point) in cuts.iter().enumerate() {
         let what = &points[point - 1];
         let paused = vm.run(&format!(
@@ -652,6 +675,10 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
             s2.file
         ));
         paused.code(0);
+        eprintln!(
+            "vm e2e:   paused at journal point {point} after {:.1}s",
+            t.t.elapsed().as_secs_f64()
+        );
         vm.power_cut();
         let took = vm.boot();
 
@@ -728,18 +755,29 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         );
         assert!(kubelet_running(&mut vm).ends_with(&format!("build {version})")));
         assert_eq!(ok(&mut vm, "dpkg --audit"), "");
-        status(&mut vm).code(0);
-        // Serial 2 installs (and back to serial 1 for the next cut).
-        install(&mut vm, s2, "").code(0);
-        status(&mut vm).code(0);
-        assert_eq!(containerd_running(&mut vm), (grpc_gid(2), 2));
-        if i + 1 < cuts.len() {
+        // Serial 2 installs from the recovered host, and status is clean:
+        // after the first and the last cut. In between, the next cut's
+        // apply of serial 2 starts from the recovered host and gets past
+        // the point the last one was cut at (a downgrade and an upgrade
+        // per cut, ~75 s under emulation, would not fit the time budget).
+        let strict = i == 0 || i + 1 == cuts.len();
+        if strict {
+            install(&mut vm, s2, "").code(0);
+            status(&mut vm).code(0);
+            assert_eq!(containerd_running(&mut vm), (grpc_gid(2), 2));
+        }
+        if i + 1 < cuts.len() && (strict || version == 2) {
             to_s1(&mut vm);
         }
         t.mark(&format!(
-            "(6) power cut at journal point {point}/{n} ({}), boot {:.1}s, checks, serial 2 installed",
-            what.split_once(": ").map_or(what.as_str(), |(_, w)| w).chars().take(80).collect::<String>(),
-            took.as_secs_f64()
+            "(6) power cut at journal point {point}/{n} ({}), boot {:.1}s, checks{}",
+            what.split_once(": ")
+                .map_or(what.as_str(), |(_, w)| w)
+                .chars()
+                .take(80)
+                .collect::<String>(),
+            took.as_secs_f64(),
+            if strict { ", serial 2 installed" } else { "" }
         ));
     }
 
