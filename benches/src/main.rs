@@ -3,7 +3,7 @@
 //! artifact set. Never run by `make test`.
 //!
 //! ```text
-//! bench [--size 1G] [--reps 5] [--only build,install,verify,download]
+//! bench [--size 1G] [--reps 5] [--only build,install,verify,download,images,parts]
 //! bench --scale [--scale-sizes 256M,512M,1G,2G] [--reps 3]
 //! ```
 //!
@@ -18,7 +18,9 @@
 mod data;
 mod dataset;
 mod download;
+mod images;
 mod measure;
+mod parts;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "build,install,verify,download"
+        default_value = "build,install,verify,download,images,parts"
     )]
     only: Vec<Phase>,
     /// Skip the informational variants (release-build installer, zstd|tar + sync,
@@ -103,6 +105,8 @@ enum Phase {
     Install,
     Verify,
     Download,
+    Images,
+    Parts,
 }
 
 /// Paths shared by every phase.
@@ -285,7 +289,7 @@ fn run(cli: Cli) -> Result<()> {
     let size_phases: Vec<Phase> = phases
         .iter()
         .copied()
-        .filter(|p| *p != Phase::Download)
+        .filter(|p| !matches!(p, Phase::Download | Phase::Images | Phase::Parts))
         .collect();
     let mut doc = json!({
         "schema": "bundle-bench/1", "mode": "single", "when_unix": now_unix(),
@@ -308,12 +312,30 @@ fn run(cli: Cli) -> Result<()> {
             },
         )?;
     }
+    if phases.contains(&Phase::Parts) {
+        doc["parts"] = parts::run(&ctx, cli.size, reps.min(3))?;
+    }
+    if phases.contains(&Phase::Images) {
+        doc["images"] = images::run(&ctx, reps.min(5))?;
+    }
     write_json(
         &cli.json
             .clone()
             .unwrap_or_else(|| ctx.target.join("bench.json")),
         &doc,
     )
+}
+
+impl Ctx {
+    /// The installer under test.
+    pub fn installer_path(&self) -> &Path {
+        &self.installer
+    }
+
+    /// The public key of [`Ctx::key`].
+    pub fn pubkey_path(&self) -> &Path {
+        &self.pubkey
+    }
 }
 
 /// The benchmark's CPU priority, restored when dropped.

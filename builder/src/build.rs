@@ -37,6 +37,37 @@ pub enum BuildError {
         /// Every problem.
         errors: ValidationErrors,
     },
+    /// Images without a digest.
+    #[error(
+        "{path}: image(s) not pinned: {}\n  every image needs a digest to be built; on a connected machine run `bundler pin {}` to resolve each ref to the digest its registry serves",
+        names.join(", "), path.display()
+    )]
+    UnpinnedImages {
+        /// The spec file.
+        path: PathBuf,
+        /// The unpinned images.
+        names: Vec<String>,
+    },
+    /// File or unit contents name a sandbox image the bundle does not carry.
+    #[error("{path}: {}", if problems.len() == 1 { problems[0].clone() } else { format!("sandbox images not carried:\n{}", indent(&problems.join("\n"))) })]
+    Sandbox {
+        /// The spec file.
+        path: PathBuf,
+        /// One line per sandbox image.
+        problems: Vec<String>,
+    },
+    /// Registry options are unusable.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// Images could not be resolved, fetched or written (artifact download
+    /// failures, if any, first).
+    #[error("{}{images}", artifacts.as_ref().map(|a| format!("{a}\n")).unwrap_or_default())]
+    Images {
+        /// Artifact download failures of the same build.
+        artifacts: Option<FetchErrors>,
+        /// The images' failures.
+        images: crate::images::ImageErrors,
+    },
     /// Artifacts without a sha256.
     #[error(
         "{path}: artifact(s) not pinned: {}\n  every artifact needs a sha256 to be built; on a connected machine run `bundler pin {}` to download them and record sha256 and size",
@@ -184,6 +215,7 @@ pub fn requests(
             sources,
             sha256: a.sha256,
             size: a.size,
+            label: None,
         });
     }
     Ok(out)
@@ -204,6 +236,8 @@ pub struct BuildOptions {
     pub fetch: FetchOptions,
     /// zstd level.
     pub level: i32,
+    /// How registries are reached.
+    pub registry: crate::registry::RegistryOptions,
 }
 
 /// What a build produced.
@@ -221,6 +255,8 @@ pub struct Built {
     pub size: u64,
     /// How each artifact was obtained.
     pub fetched: Vec<Fetched>,
+    /// What each image took.
+    pub images: Vec<crate::images::BuiltImage>,
 }
 
 /// Builds a bundle: validate the spec, fetch and verify every artifact into
@@ -246,9 +282,28 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
             names: unpinned,
         });
     }
+    let unpinned: Vec<String> = spec
+        .images
+        .iter()
+        .filter(|(_, i)| i.digest.is_none())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    if !unpinned.is_empty() {
+        return Err(BuildError::UnpinnedImages {
+            path: opts.spec.clone(),
+            names: unpinned,
+        });
+    }
     // The lock of the `apt` section: its artifacts join, its debs step goes first.
     let spec =
         crate::lock::merge_lock(spec, &opts.spec).map_err(|e| BuildError::Lock(Box::new(e)))?;
+    let problems = crate::sandbox::check(&spec);
+    if !problems.is_empty() {
+        return Err(BuildError::Sandbox {
+            path: opts.spec.clone(),
+            problems,
+        });
+    }
     if let Some(expires) = spec.expires
         && bundle_spec::time::is_expired(spec.expires, Timestamp::now())
     {
@@ -264,15 +319,102 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.{BUNDLE_EXTENSION}", spec.name)));
 
-    // fetch + verify
+    // fetch + verify: images' manifests first, then artifacts and image
+    // blobs together.
     let cache = Cache::open(opts.cache.as_deref()).map_err(|e| BuildError::Cache(e.to_string()))?;
+    let mut fetch_opts = opts.fetch.clone();
+    let registries = std::sync::Arc::new(crate::registry::Registries::new(
+        opts.registry.clone(),
+        &opts.fetch,
+    )?);
+    fetch_opts.registry_roots = registries.extra_roots()?;
     reporter.on_phase("fetch");
+    let resolver = crate::images::Resolver {
+        registries: &registries,
+        cache: &cache,
+        offline: opts.fetch.offline,
+        target: &spec.target,
+    };
+    let mut resolved = Vec::new();
+    let mut image_errors = Vec::new();
+    for (name, source) in &spec.images {
+        let digest = source.digest.expect("checked above: every image is pinned");
+        match resolver.resolve(name, source, digest) {
+            Ok(r) => resolved.push(r),
+            Err(e) => image_errors.push(*e),
+        }
+    }
     let reqs = requests(&spec, &opts.spec, &spec_dir, false)?;
-    let fetched = fetch_all(reqs, &cache, &opts.fetch, reporter)?;
+    let artifact_count = reqs.len();
+    let blobs = crate::images::blob_requests(&resolved, &registries);
+    let all: Vec<FetchRequest> = reqs
+        .into_iter()
+        .chain(blobs.iter().map(|(r, _, _)| r.clone()))
+        .collect();
+    let (fetched, artifact_errors) = match fetch_all(all.clone(), &cache, &fetch_opts, reporter) {
+        Ok(f) => (f, Vec::new()),
+        Err(FetchErrors { errors, fetched }) => {
+            // Successes come in request order: what is missing failed, in order.
+            let mut errors = errors.into_iter();
+            let mut next = fetched.iter().peekable();
+            let mut artifact_errors = Vec::new();
+            for (i, req) in all.iter().enumerate() {
+                if next
+                    .peek()
+                    .is_some_and(|f| f.name == req.name && Some(f.sha256) == req.sha256)
+                {
+                    next.next();
+                    continue;
+                }
+                let Some(e) = errors.next() else { break };
+                if i < artifact_count {
+                    artifact_errors.push(e);
+                } else {
+                    let (_, image, blob) = &blobs[i - artifact_count];
+                    image_errors.push(crate::images::blob_error(&resolved[*image], *blob, e));
+                }
+            }
+            (fetched, artifact_errors)
+        }
+    };
+    let (artifacts_fetched, blobs_fetched): (Vec<Fetched>, Vec<Fetched>) = fetched
+        .into_iter()
+        .partition(|f| spec.artifacts.contains_key(&f.name));
+    if !image_errors.is_empty() {
+        return Err(BuildError::Images {
+            artifacts: (!artifact_errors.is_empty()).then_some(FetchErrors {
+                errors: artifact_errors,
+                fetched: artifacts_fetched,
+            }),
+            images: crate::images::ImageErrors(image_errors),
+        });
+    }
+    if !artifact_errors.is_empty() {
+        return Err(BuildError::Fetch(FetchErrors {
+            errors: artifact_errors,
+            fetched: artifacts_fetched,
+        }));
+    }
+    let fetched = artifacts_fetched;
     crate::content::check(&spec, &fetched, crate::content::Purpose::Build)?;
 
+    // image layouts: the same bytes for the same image, whenever built
+    let mtime = if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
+        u64::try_from(created.unix()).unwrap_or(0)
+    } else {
+        0
+    };
+    let layouts =
+        crate::images::write_layouts(resolved, &cache, mtime, reporter).map_err(|images| {
+            BuildError::Images {
+                artifacts: None,
+                images,
+            }
+        })?;
+    let images = crate::images::summarize(&layouts, &blobs_fetched);
+
     // pack + sign
-    let manifest = Manifest::from_spec(&spec, created, |name, source| {
+    let mut manifest = Manifest::from_spec(&spec, created, |name, source| {
         let f = fetched.iter().find(|f| &f.name == name)?;
         Some(ManifestArtifact {
             path: format!("{}{name}", bundle_spec::format::ARTIFACT_PREFIX),
@@ -282,6 +424,14 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         })
     })
     .expect("every artifact was fetched");
+    for l in &layouts {
+        manifest
+            .artifacts
+            .insert(l.image.name.clone(), l.artifact.clone());
+        manifest
+            .images
+            .insert(l.image.name.clone(), l.entry.clone());
+    }
     let out_err = |source| BuildError::Output {
         path: out.clone(),
         source,
@@ -304,6 +454,7 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
     let paths: std::collections::BTreeMap<&ArtifactName, &Path> = fetched
         .iter()
         .map(|f| (&f.name, f.path.as_path()))
+        .chain(layouts.iter().map(|l| (&l.image.name, &*l.file)))
         .collect();
     let bundle_spec::write::Written {
         output,
@@ -371,5 +522,6 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         manifest,
         size: file_size,
         fetched,
+        images,
     })
 }

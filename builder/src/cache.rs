@@ -91,6 +91,28 @@ impl Cache {
         self.root.join(PARTIAL).join(format!("{key}.part"))
     }
 
+    /// The directory of partial downloads and other temporary files
+    /// (`ROOT/partial`), on the cache's file system.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.root.join(PARTIAL)
+    }
+
+    /// Stores `bytes`, whose digest the caller has checked to be `d` (a
+    /// manifest fetched whole), as [`Cache::insert`] stores a file.
+    pub fn insert_bytes(&self, bytes: &[u8], d: &Sha256Digest) -> io::Result<PathBuf> {
+        use std::io::Write as _;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!("{}.", d.to_hex()))
+            .suffix(".bytes")
+            .tempfile_in(self.partial_dir())?;
+        tmp.write_all(bytes)?;
+        let tmp = tmp.into_temp_path();
+        let path = self.insert(&tmp, d)?;
+        // Renamed into the cache: nothing left to remove.
+        let _ = tmp.keep();
+        Ok(path)
+    }
+
     /// Moves the file `tmp`, whose content the caller has verified to hash to
     /// `d`, into the cache and returns its new path. The file is synced,
     /// made read-only (0444), renamed atomically into `sha256/HEX` (replacing

@@ -14,8 +14,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,8 @@ use bundle_spec::Sha256Digest;
 use bundle_spec::names::ArtifactName;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{
-    CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_RANGE,
-    LAST_MODIFIED, RANGE, RETRY_AFTER,
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName, HeaderValue,
+    IF_RANGE, LAST_MODIFIED, RANGE, RETRY_AFTER,
 };
 use sha2::{Digest as _, Sha256};
 use url::Url;
@@ -37,7 +37,7 @@ use crate::cache::Cache;
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where an artifact's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Source {
     /// An `http:` or `https:` URL.
     Http(Url),
@@ -45,15 +45,64 @@ pub enum Source {
     /// relative to the spec's directory). Read through the same hashing and
     /// verification path as a download, without network.
     File(PathBuf),
+    /// A path at a registry (an image's blob, `/v2/REPO/blobs/DIGEST`),
+    /// requested with the `Authorization` header its endpoint supplies. A
+    /// redirect to another host or port (a registry sending blobs to a CDN)
+    /// does not carry the header: reqwest removes `Authorization` on such
+    /// redirects.
+    Registry {
+        /// The registry (and repository) it is at.
+        endpoint: Arc<dyn Endpoint>,
+        /// The path below the registry's URL.
+        path: String,
+    },
 }
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Source::Http(a), Source::Http(b)) => a == b,
+            (Source::File(a), Source::File(b)) => a == b,
+            (
+                Source::Registry {
+                    endpoint: x,
+                    path: a,
+                },
+                Source::Registry {
+                    endpoint: y,
+                    path: b,
+                },
+            ) => a == b && Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Source {}
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Http(url) => f.write_str(url.as_str()),
+            Source::Registry { endpoint, path } => write!(f, "{}{path}", endpoint.name()),
             Source::File(path) => write!(f, "file:{}", path.display()),
         }
     }
+}
+
+/// A registry as a download source: its URLs and the `Authorization`
+/// header of requests to it (a bearer token got from the registry's token
+/// service, basic credentials, or none). Both may contact the registry the
+/// first time, so they are asked only when something must be downloaded.
+pub trait Endpoint: Send + Sync + fmt::Debug {
+    /// The registry's name in messages (`registry.k8s.io`).
+    fn name(&self) -> String;
+    /// The URL of `path` there. An error fails the source with its text.
+    fn url(&self, path: &str) -> Result<Url, String>;
+    /// The header for the next request (`None`: send none). `renew` is true
+    /// after the registry refused the last one (HTTP 401): an expired token
+    /// must then be replaced. An error fails the source with its text.
+    fn authorization(&self, renew: bool) -> Result<Option<HeaderValue>, String>;
 }
 
 /// One artifact to fetch.
@@ -69,6 +118,8 @@ pub struct FetchRequest {
     /// The declared size: a response announcing or sending more is cut off,
     /// and a different final size is an error.
     pub size: Option<u64>,
+    /// What progress shows for it (default: the name).
+    pub label: Option<String>,
 }
 
 /// How [`fetch_all`] downloads.
@@ -96,6 +147,10 @@ pub struct FetchOptions {
     /// uselessly slow trickle cannot hold a build forever. Default 1 KiB/s
     /// over 30 s; a rate of 0 turns it off.
     pub min_rate: MinRate,
+    /// Certificates trusted for [`Source::Registry`] URLs besides the
+    /// system's roots (`--registry-ca`). Artifact URLs ([`Source::Http`])
+    /// trust the built-in (Mozilla) roots only.
+    pub registry_roots: Vec<reqwest::Certificate>,
 }
 
 /// A lower bound on a transfer's speed (curl's `--speed-limit` and
@@ -127,6 +182,7 @@ impl Default for FetchOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             min_rate: MinRate::default(),
+            registry_roots: Vec::new(),
         }
     }
 }
@@ -414,6 +470,7 @@ pub fn fetch_all(
         opts,
         reporter,
         client: OnceLock::new(),
+        registry_client: OnceLock::new(),
     };
     let next = AtomicUsize::new(0);
     let workers = opts.jobs.max(1).min(reqs.len());
@@ -464,6 +521,7 @@ struct Fetcher<'a> {
     opts: &'a FetchOptions,
     reporter: &'a dyn Reporter,
     client: OnceLock<Result<Client, String>>,
+    registry_client: OnceLock<Result<Client, String>>,
 }
 
 /// Why one source failed, as seen by the source loop.
@@ -488,6 +546,8 @@ enum Attempt {
     RestartFromZero(String),
     /// Give up on this source.
     Fail(Failure),
+    /// HTTP 401: a registry's token may have expired.
+    Unauthorized,
 }
 
 /// How copying a body into the partial file ended, when not at its end.
@@ -577,7 +637,9 @@ impl Fetcher<'_> {
         }
 
         let mut transfer = Transfer {
-            id: self.reporter.on_start(name.as_str(), req.size),
+            id: self
+                .reporter
+                .on_start(req.label.as_deref().unwrap_or(name.as_str()), req.size),
             started: false,
         };
         let result = self.try_sources(req, &sources, shared.as_mut(), &mut transfer);
@@ -668,7 +730,19 @@ impl Fetcher<'_> {
             };
             loop {
                 let got = match source {
-                    Source::Http(u) => self.http(req, u, partial, transfer),
+                    Source::Http(u) => self.http(req, u, None, partial, transfer),
+                    Source::Registry { endpoint, path } => match endpoint.url(path) {
+                        Ok(url) => self.http(req, &url, Some(endpoint.as_ref()), partial, transfer),
+                        Err(reason) => Err(Failure::Source {
+                            error: SourceError::Transfer {
+                                name: name.clone(),
+                                url: url.clone(),
+                                reason,
+                                attempts: 1,
+                            },
+                            bad_bytes: false,
+                        }),
+                    },
                     Source::File(path) => self.copy_file(req, path, partial, transfer),
                 };
                 let failure = match got {
@@ -817,27 +891,38 @@ impl Fetcher<'_> {
         }
     }
 
-    fn client(&self, name: &ArtifactName) -> Result<&Client, Failure> {
-        self.client
-            .get_or_init(|| {
-                Client::builder()
-                    .connect_timeout(self.opts.connect_timeout)
-                    // In reqwest's blocking client this bounds each wait (for
-                    // the response headers, then for every read of the body),
-                    // not the whole transfer: exactly an idle timeout. Its
-                    // default of 30 s is replaced by ours.
-                    .timeout(self.opts.idle_timeout)
-                    .user_agent(concat!("bundler/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| describe(&e))
+    /// The HTTP client of artifact URLs (`registry: false`: built-in roots
+    /// only) or of registries (the system's roots and `registry_roots` too).
+    fn client(&self, name: &ArtifactName, registry: bool) -> Result<&Client, Failure> {
+        let cell = if registry {
+            &self.registry_client
+        } else {
+            &self.client
+        };
+        cell.get_or_init(|| {
+            let mut builder = Client::builder()
+                .connect_timeout(self.opts.connect_timeout)
+                // In reqwest's blocking client this bounds each wait (for
+                // the response headers, then for every read of the body),
+                // not the whole transfer: exactly an idle timeout. Its
+                // default of 30 s is replaced by ours.
+                .timeout(self.opts.idle_timeout)
+                .user_agent(concat!("bundler/", env!("CARGO_PKG_VERSION")))
+                .tls_built_in_native_certs(registry);
+            if registry {
+                for cert in &self.opts.registry_roots {
+                    builder = builder.add_root_certificate(cert.clone());
+                }
+            }
+            builder.build().map_err(|e| describe(&e))
+        })
+        .as_ref()
+        .map_err(|reason| {
+            Failure::Local(FetchError::Client {
+                name: name.clone(),
+                reason: reason.clone(),
             })
-            .as_ref()
-            .map_err(|reason| {
-                Failure::Local(FetchError::Client {
-                    name: name.clone(),
-                    reason: reason.clone(),
-                })
-            })
+        })
     }
 
     /// Downloads from one URL, retrying transient failures.
@@ -845,20 +930,62 @@ impl Fetcher<'_> {
         &self,
         req: &FetchRequest,
         url: &Url,
+        auth: Option<&dyn Endpoint>,
         partial: &mut Partial,
         transfer: &mut Transfer,
     ) -> Result<(), Failure> {
         let name = &req.name;
-        let client = self.client(name)?;
+        let client = self.client(name, auth.is_some())?;
         let total = self.opts.retries.saturating_add(1);
         let mut attempt = 1;
         let mut validator = None;
+        // Renew the authorization once after a 401, then believe the registry.
+        let mut renew = false;
+        let mut renewed = false;
         loop {
+            let authorization = match auth.map(|a| a.authorization(renew)).transpose() {
+                Ok(header) => header.flatten(),
+                Err(reason) => {
+                    return Err(Failure::Source {
+                        error: SourceError::Transfer {
+                            name: name.clone(),
+                            url: url.to_string(),
+                            reason,
+                            attempts: attempt,
+                        },
+                        bad_bytes: false,
+                    });
+                }
+            };
+            renew = false;
             transfer.attempt(self.reporter, partial.len);
-            let outcome =
-                self.http_attempt(client, req, url, partial, transfer, attempt, &mut validator);
+            let outcome = self.http_attempt(
+                client,
+                req,
+                url,
+                authorization,
+                partial,
+                transfer,
+                attempt,
+                &mut validator,
+            );
             match outcome {
                 Ok(()) => return Ok(()),
+                Err(Attempt::Unauthorized) if auth.is_some() && !renewed => {
+                    renew = true;
+                    renewed = true;
+                }
+                Err(Attempt::Unauthorized) => {
+                    return Err(Failure::Source {
+                        error: SourceError::Status {
+                            name: name.clone(),
+                            url: url.to_string(),
+                            status: 401,
+                            attempts: attempt,
+                        },
+                        bad_bytes: false,
+                    });
+                }
                 Err(Attempt::Fail(failure)) => return Err(failure),
                 Err(Attempt::RestartFromZero(why)) => {
                     self.reporter
@@ -923,6 +1050,7 @@ impl Fetcher<'_> {
         client: &Client,
         req: &FetchRequest,
         url: &Url,
+        authorization: Option<HeaderValue>,
         partial: &mut Partial,
         transfer: &Transfer,
         attempt: u32,
@@ -939,6 +1067,10 @@ impl Fetcher<'_> {
         };
         let offset = partial.len;
         let mut request = client.get(url.clone());
+        if let Some(mut value) = authorization {
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
         if offset > 0 {
             request = request.header(RANGE, format!("bytes={offset}-"));
             if let Some(v) = validator.as_ref() {
@@ -991,6 +1123,7 @@ impl Fetcher<'_> {
                     });
                 }
             },
+            401 => return Err(Attempt::Unauthorized),
             416 if offset > 0 => {
                 return Err(Attempt::RestartFromZero(format!(
                     "{url} cannot resume at byte {offset} (HTTP 416)"
@@ -1383,6 +1516,7 @@ mod tests {
             opts: &opts,
             reporter: &bundle_spec::NoReporter,
             client: OnceLock::new(),
+            registry_client: OnceLock::new(),
         };
         assert_eq!(f.backoff(1), Duration::from_millis(500));
         assert_eq!(f.backoff(2), Duration::from_secs(1));

@@ -2,8 +2,12 @@
 pub mod build;
 pub mod cache;
 pub mod content;
+pub mod diff;
 pub mod fetch;
+pub mod images;
 pub mod keys;
 pub mod lock;
 pub mod pin;
 pub mod progress;
+pub mod registry;
+pub mod sandbox;

@@ -450,6 +450,7 @@ fn read_source(
             sources: vec![Source::Http(url)],
             sha256,
             size,
+            label: None,
         };
         fetch_all(vec![req], cache, fetch, reporter)
             .map(|mut f| f.remove(0))

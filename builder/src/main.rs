@@ -1,7 +1,7 @@
 //! `bundler`: builds signed install bundles from a spec of pinned artifacts.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ enum Command {
         level: i32,
         #[command(flatten)]
         fetch: FetchArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -70,12 +72,15 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Download unpinned artifacts and write their sha256 and size into the spec.
+    /// Download unpinned artifacts and write their sha256 and size into the
+    /// spec; resolve unpinned images to the digest their registry serves.
     Pin {
         /// The spec (JSON); rewritten in place.
         spec: PathBuf,
         #[command(flatten)]
         fetch: FetchArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// No progress output.
         #[arg(short, long)]
         quiet: bool,
@@ -116,6 +121,69 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Split a bundle into parts for removable media, with Reed-Solomon parity
+    /// parts and a signed parts index (NAME.tar.zst.001 ..., NAME.tar.zst.parts.json).
+    ///
+    /// Any PARITY parts may then be lost or corrupt: `bundler join` and
+    /// `install-bundle` rebuild them.
+    #[command(
+        after_help = "Examples:\n  bundler split worker.tar.zst --size 4G --parity 1 --key release.key -o usb/\n  bundler split worker.tar.zst --size 700M --parity 2 --key release.key -o cds/"
+    )]
+    Split {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Size of each data part (K, M, G suffixes: 1024-based).
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Parity parts: how many parts may be lost or corrupt.
+        #[arg(long, default_value_t = 1)]
+        parity: usize,
+        /// Secret key to sign the parts index with.
+        #[arg(long, env = "BUNDLER_KEY")]
+        key: PathBuf,
+        /// Output directory [default: the bundle's].
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+    /// Rebuild a bundle from its parts (any set that suffices), naming
+    /// missing and corrupt parts; the output appears only when complete.
+    #[command(
+        after_help = "Examples:\n  bundler join /media/usb1/worker.tar.zst.parts.json --parts-dir /media/usb2 --key release.pub -o worker.tar.zst"
+    )]
+    Join {
+        /// The parts index (NAME.tar.zst.parts.json) or the first part (NAME.tar.zst.001).
+        index: PathBuf,
+        /// Further directories holding parts (repeatable).
+        #[arg(long = "parts-dir")]
+        parts_dirs: Vec<PathBuf>,
+        /// Trusted public key(s) for the index's signature.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Output file [default: NAME.tar.zst in the current directory].
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+    /// Compare two releases: bundles (verified with --key) or specs.
+    ///
+    /// Reports artifacts, Debian packages (versions), images (digests),
+    /// steps (with a unified diff of file and unit content), variables, name,
+    /// version, serial, expiry and target. Exit 0 when equal, 1 when
+    /// different, 2 on errors, 3 when a bundle fails verification.
+    #[command(
+        after_help = "Examples:\n  bundler diff worker-1.30.3.tar.zst worker-1.30.4.tar.zst --key keys/release.pub\n  bundler diff k8s-worker.json worker-1.30.4.tar.zst --key keys/release.pub --json > change.json\n  bundler diff old/k8s-worker.json k8s-worker.json"
+    )]
+    Diff {
+        /// The old release: a bundle or a spec.
+        old: PathBuf,
+        /// The new release: a bundle or a spec.
+        new: PathBuf,
+        /// Trusted public key(s) for bundles.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Print the report as JSON (builder/schema/diff.schema.json).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a bundle's manifest, signing key and artifacts.
     Inspect {
         /// The bundle.
@@ -127,6 +195,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `bundler diff`: a side failed verification (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct DiffVerify(bundler::diff::DiffError);
+
+/// `bundler diff`: a side could not be read (exit 2, as diff(1)).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct DiffUsage(bundler::diff::DiffError);
+
+/// The parts index for `path`: itself, or `NAME.parts.json` beside the
+/// first part `NAME.001`.
+fn parts_index_path(path: &Path) -> PathBuf {
+    let s = path.to_string_lossy();
+    match s.strip_suffix(".001") {
+        Some(base) => PathBuf::from(format!("{base}.parts.json")),
+        None => path.to_owned(),
+    }
+}
+
+/// `700M`, `4G`, `1048576`: bytes (K, M, G, T are powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: unknown unit {c:?} (K, M, G, T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 700M, 4G)"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?} is not a positive size")),
+        Some(v) => Ok(v),
+    }
 }
 
 #[derive(Args)]
@@ -155,6 +268,31 @@ struct FetchArgs {
     min_rate_window: u64,
 }
 
+/// How container registries are reached. Credentials come from
+/// $REGISTRY_AUTH_FILE, else ~/.docker/config.json.
+#[derive(Args)]
+struct RegistryArgs {
+    /// A PEM file of CA certificates trusted for registries, besides the
+    /// system's roots (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    ca: Vec<PathBuf>,
+    /// Allow plain HTTP to this registry (HOST:PORT as in image references;
+    /// repeatable). Loopback registries need no flag. HTTPS is still
+    /// preferred when the registry speaks it.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> bundler::registry::RegistryOptions {
+        bundler::registry::RegistryOptions {
+            ca_files: self.ca.clone(),
+            insecure: self.insecure.clone(),
+            auth_file: bundler::registry::AuthFile::from_env(),
+        }
+    }
+}
+
 impl FetchArgs {
     fn options(&self) -> FetchOptions {
         FetchOptions {
@@ -177,8 +315,16 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            let parts_refused = e
+                .downcast_ref::<bundle_spec::parts::PartsError>()
+                .is_some_and(|p| !matches!(p, bundle_spec::parts::PartsError::Io { .. }));
+            if e.downcast_ref::<DiffUsage>().is_some() {
+                return ExitCode::from(2);
+            }
             if e.downcast_ref::<ReadError>().is_some()
                 || e.downcast_ref::<TrustedKeyError>().is_some()
+                || e.downcast_ref::<DiffVerify>().is_some()
+                || parts_refused
             {
                 ExitCode::from(EXIT_VERIFY)
             } else {
@@ -196,6 +342,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             key,
             level,
             fetch,
+            registry,
             json,
             quiet,
         } => {
@@ -209,6 +356,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     cache: fetch.cache.clone(),
                     fetch: fetch.options(),
                     level,
+                    registry: registry.options(),
                 },
                 &progress,
             );
@@ -222,17 +370,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .iter()
                     .map(|f| json!({"name": f.name, "sha256": f.sha256, "size": f.size, "source": f.source, "from_cache": f.from_cache}))
                     .collect();
+                let images: Vec<_> = built
+                    .images
+                    .iter()
+                    .map(|i| json!({"name": i.name, "ref": i.reference, "digest": i.digest, "manifest": i.manifest,
+                        "size": i.size, "blobs_downloaded": i.blobs_downloaded, "blobs_from_cache": i.blobs_cached,
+                        "manifests_downloaded": i.manifests_downloaded}))
+                    .collect();
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "bundle": built.bundle, "signature": built.signature, "name": m.name, "version": m.version,
                         "serial": m.serial, "created": m.created, "key_id": built_key_id(&built.signature),
                         "manifest_sha256": built.manifest_sha256, "size": built.size, "artifacts": artifacts,
+                        "images": images,
                     }))?
                 );
             } else {
                 outln!(
-                    "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache), signed by key {}",
+                    "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache){}, signed by key {}",
                     m.name,
                     m.version,
                     m.serial,
@@ -241,21 +397,59 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     built.fetched.len(),
                     downloaded,
                     built.fetched.len() - downloaded,
+                    match built.images.len() {
+                        0 => String::new(),
+                        n => format!(", {n} image(s)"),
+                    },
                     built_key_id(&built.signature)
                 );
+                for i in &built.images {
+                    outln!(
+                        "image {} {}@{} ({} manifest {}): {}, {} blob(s) downloaded, {} from cache",
+                        i.name,
+                        i.reference,
+                        i.digest,
+                        m.images.get(&i.name).map_or("", |e| e.platform.as_str()),
+                        i.manifest,
+                        HumanBytes(i.size),
+                        i.blobs_downloaded,
+                        i.blobs_cached
+                    );
+                }
                 outln!("detached signature: {}", built.signature.display());
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pin { spec, fetch, quiet } => {
+        Command::Pin {
+            spec,
+            fetch,
+            registry,
+            quiet,
+        } => {
             let progress = Progress::new(Display::detect(quiet));
-            let result = pin(&spec, fetch.cache.as_deref(), &fetch.options(), &progress);
+            let result = pin(
+                &spec,
+                fetch.cache.as_deref(),
+                &fetch.options(),
+                &registry.options(),
+                &progress,
+            );
             progress.finish();
             let pinned = result?;
             if pinned.is_empty() {
                 outln!("{}: every artifact is already pinned", spec.display());
             }
-            for f in pinned {
+            for i in &pinned.images {
+                outln!(
+                    "pinned image {}: {} is {} (manifest {}; from {})",
+                    i.name,
+                    i.reference,
+                    i.digest,
+                    i.manifest,
+                    i.source
+                );
+            }
+            for f in pinned.artifacts {
                 outln!(
                     "pinned {}: sha256 {} size {} (from {})",
                     f.name,
@@ -327,6 +521,130 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     locked.upgrades.join(", ")
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff {
+            old,
+            new,
+            keys,
+            json,
+        } => {
+            let trusted = if keys.is_empty() {
+                None
+            } else {
+                Some(load_trusted(&keys).map_err(TrustedKeyError)?)
+            };
+            let load = |p: &Path| -> Result<bundler::diff::Side> {
+                bundler::diff::load(p, trusted.as_ref()).map_err(|e| match e {
+                    bundler::diff::DiffError::Verify { .. } => anyhow::Error::new(DiffVerify(e)),
+                    other => anyhow::Error::new(DiffUsage(other)),
+                })
+            };
+            let report = bundler::diff::diff(&load(&old)?, &load(&new)?);
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                outln!("{}", bundler::diff::text(&report).trim_end());
+            }
+            Ok(if report.equal {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Split {
+            bundle,
+            size,
+            parity,
+            key,
+            out,
+        } => {
+            let key = load_secret(&key)?;
+            let dir = out.unwrap_or_else(|| {
+                bundle
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_owned)
+            });
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let index = bundle_spec::parts::split(
+                &bundle,
+                &dir,
+                size,
+                parity,
+                bundle_spec::parts::DEFAULT_BLOCK_SIZE,
+                &key,
+            )?;
+            outln!(
+                "{}: {} bytes in {} data part(s) of up to {} and {} parity part(s); any {} may be lost",
+                index.bundle,
+                index.size,
+                index.data_parts,
+                HumanBytes(index.part_size),
+                index.parity_parts,
+                index.parity_parts
+            );
+            for p in &index.parts {
+                outln!("  {}  {:>10}  {}", p.file, HumanBytes(p.size), p.sha256);
+            }
+            outln!(
+                "  {}  (signed index; carry it with the parts)",
+                bundle_spec::parts::PartsIndex::index_name(&index.bundle)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Join {
+            index,
+            parts_dirs,
+            keys,
+            out,
+        } => {
+            let trusted = load_trusted(&keys).map_err(TrustedKeyError)?;
+            let index_path = parts_index_path(&index);
+            let parsed = bundle_spec::parts::read_index(&index_path, &trusted)?;
+            let mut dirs = vec![
+                index_path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_owned),
+            ];
+            dirs.extend(parts_dirs);
+            let paths = bundle_spec::parts::locate(&parsed, &dirs);
+            let out = out.unwrap_or_else(|| PathBuf::from(&parsed.bundle));
+            let mut reader = bundle_spec::parts::PartsReader::open(parsed, paths)?;
+            let dir = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_owned);
+            let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+                .with_context(|| format!("cannot write in {}", dir.display()))?;
+            std::io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| {
+                let is_parts = e
+                    .get_ref()
+                    .is_some_and(|i| i.is::<bundle_spec::parts::PartsError>());
+                match e.into_inner() {
+                    Some(inner) if is_parts => {
+                        match inner.downcast::<bundle_spec::parts::PartsError>() {
+                            Ok(p) => anyhow::Error::new(*p),
+                            Err(other) => anyhow::anyhow!(other),
+                        }
+                    }
+                    Some(inner) => anyhow::anyhow!(inner),
+                    None => anyhow::anyhow!("reading the parts failed"),
+                }
+            })?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&out)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            outln!(
+                "joined {} ({} bytes, sha256 {}): {}",
+                out.display(),
+                reader.index().size,
+                reader.index().sha256,
+                reader.repairs()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { out, unencrypted } => {
@@ -508,6 +826,33 @@ fn print_inspect(
             a.sha256,
             a.url
         );
+    }
+    if !m.images.is_empty() {
+        outln!("images     {}", m.images.len());
+        let width = m
+            .images
+            .keys()
+            .map(|n| n.as_str().len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        for (name, i) in &m.images {
+            let size = m.artifacts.get(name).map_or(0, |a| a.size);
+            outln!(
+                "  {:<width$}  {:>10}  {}",
+                name.as_str(),
+                HumanBytes(size).to_string(),
+                i.reference
+            );
+            outln!("  {:<width$}  {:>10}  digest   {}", "", "", i.digest);
+            outln!(
+                "  {:<width$}  {:>10}  {} manifest {}",
+                "",
+                "",
+                i.platform,
+                i.manifest
+            );
+        }
     }
     outln!("steps      {}", m.steps.len());
     for (i, s) in m.steps.iter().enumerate() {

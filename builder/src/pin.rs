@@ -10,23 +10,76 @@ use serde_json::Value;
 use crate::build::{BuildError, load_spec, read_capped, requests};
 use crate::cache::Cache;
 use crate::fetch::{FetchOptions, Fetched, fetch_all};
+use crate::images::PinnedImage;
+use crate::registry::{Registries, RegistryOptions};
 
-/// Pins every artifact of the spec at `spec_path` that has no sha256; returns
-/// what was pinned (empty when everything already was).
+/// What `bundler pin` wrote into the spec.
+#[derive(Debug, Default)]
+pub struct Pinned {
+    /// Artifacts given a sha256 and size.
+    pub artifacts: Vec<Fetched>,
+    /// Images given a digest.
+    pub images: Vec<PinnedImage>,
+}
+
+impl Pinned {
+    /// Whether nothing needed pinning.
+    pub fn is_empty(&self) -> bool {
+        self.artifacts.is_empty() && self.images.is_empty()
+    }
+}
+
+/// Pins every artifact of the spec at `spec_path` that has no sha256, and
+/// every image without a digest (to the digest its registry serves for the
+/// ref); returns what was pinned (empty when everything already was). The
+/// spec is rewritten only when everything could be pinned.
 pub fn pin(
     spec_path: &Path,
     cache: Option<&Path>,
     fetch: &FetchOptions,
+    registry: &RegistryOptions,
     reporter: &dyn Reporter,
-) -> Result<Vec<Fetched>, BuildError> {
+) -> Result<Pinned, BuildError> {
     let (spec, spec_dir) = load_spec(spec_path)?;
     let reqs = requests(&spec, spec_path, &spec_dir, true)?;
-    if reqs.is_empty() {
-        return Ok(Vec::new());
+    let unpinned_images: Vec<_> = spec
+        .images
+        .iter()
+        .filter(|(_, i)| i.digest.is_none())
+        .collect();
+    if reqs.is_empty() && unpinned_images.is_empty() {
+        return Ok(Pinned::default());
     }
     let cache = Cache::open(cache).map_err(|e| BuildError::Cache(e.to_string()))?;
     reporter.on_phase("fetch");
-    let fetched = fetch_all(reqs, &cache, fetch, reporter)?;
+    let mut images = Vec::new();
+    if !unpinned_images.is_empty() {
+        let registries = std::sync::Arc::new(Registries::new(registry.clone(), fetch)?);
+        let resolver = crate::images::Resolver {
+            registries: &registries,
+            cache: &cache,
+            offline: fetch.offline,
+            target: &spec.target,
+        };
+        let mut errors = Vec::new();
+        for (name, source) in unpinned_images {
+            match crate::images::pin(&resolver, name, source) {
+                Ok(p) => images.push(p),
+                Err(e) => errors.push(*e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(BuildError::Images {
+                artifacts: None,
+                images: crate::images::ImageErrors(errors),
+            });
+        }
+    }
+    let fetched = if reqs.is_empty() {
+        Vec::new()
+    } else {
+        fetch_all(reqs, &cache, fetch, reporter)?
+    };
     // Before the spec is touched: does each download fit the steps using it?
     crate::content::check(&spec, &fetched, crate::content::Purpose::Pin)?;
 
@@ -45,6 +98,14 @@ pub fn pin(
             .expect("validated spec has this artifact");
         entry.insert("sha256".into(), Value::String(f.sha256.to_hex()));
         entry.insert("size".into(), Value::from(f.size));
+    }
+    for p in &images {
+        let entry = doc
+            .get_mut("images")
+            .and_then(|a| a.get_mut(p.name.as_str()))
+            .and_then(Value::as_object_mut)
+            .expect("validated spec has this image");
+        entry.insert("digest".into(), Value::String(p.digest.to_string()));
     }
     let mut text = String::new();
     write_pretty(&mut text, &doc, 0);
@@ -66,7 +127,10 @@ pub fn pin(
         let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
     }
     tmp.persist(spec_path).map_err(|e| io_err(e.error))?;
-    Ok(fetched)
+    Ok(Pinned {
+        artifacts: fetched,
+        images,
+    })
 }
 
 /// Pretty JSON with two-space indentation, where short arrays of scalars

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bundle_spec::{Reporter, Sha256Digest};
 use bundler::cache::Cache;
-use bundler::fetch::{FetchOptions, FetchRequest, Fetched, MinRate, Source, fetch_all};
+use bundler::fetch::{Endpoint, FetchOptions, FetchRequest, Fetched, MinRate, Source, fetch_all};
 use url::Url;
 
 // ---------------------------------------------------------------------------
@@ -38,12 +38,15 @@ enum Reply {
     Trickle(Vec<u8>, usize, Duration),
     /// 200 without Content-Length and a body that never ends.
     Endless,
+    /// 307 to this URL.
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
 struct Logged {
     path: String,
     range: Option<String>,
+    authorization: Option<String>,
 }
 
 struct Server {
@@ -95,20 +98,24 @@ fn handle(
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let mut range = None;
+    let mut authorization = None;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
             break;
         }
-        if let Some((k, v)) = header.split_once(':')
-            && k.trim().eq_ignore_ascii_case("range")
-        {
-            range = Some(v.trim().to_owned());
+        if let Some((k, v)) = header.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("range") {
+                range = Some(v.trim().to_owned());
+            } else if k.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_owned());
+            }
         }
     }
     log.lock().unwrap().push(Logged {
         path: path.clone(),
         range: range.clone(),
+        authorization,
     });
     let reply = {
         let mut counts = counts.lock().unwrap();
@@ -142,6 +149,12 @@ fn handle(
             }
             Ok(())
         }
+        Some(Reply::Redirect(location)) => stream.write_all(
+            format!(
+                "HTTP/1.1 307 X\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        ),
         Some(Reply::Endless) => {
             stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
             let chunk = vec![b'x'; 64 * 1024];
@@ -239,6 +252,7 @@ fn opts() -> FetchOptions {
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5),
         min_rate: MinRate::default(),
+        registry_roots: Vec::new(),
     }
 }
 
@@ -248,6 +262,7 @@ fn request(name: &str, sources: Vec<Source>, content: Option<&[u8]>) -> FetchReq
         sources,
         sha256: content.map(Sha256Digest::of),
         size: content.map(|c| c.len() as u64),
+        label: None,
     }
 }
 
@@ -870,4 +885,135 @@ fn cache_open_creates_layout() {
     let d = Sha256Digest::of(b"x");
     assert_eq!(cache.object_path(&d), root.join("sha256").join(d.to_hex()));
     assert!(cache.partial_path("k").starts_with(root.join("partial")));
+}
+
+// ---------------------------------------------------------------------------
+// Registry sources: an Authorization header, renewed once after a 401, never
+// carried to another host.
+
+/// Hands out `Bearer token-N`, N counting renewals.
+#[derive(Debug, Default)]
+struct Tokens {
+    calls: Mutex<Vec<bool>>,
+}
+
+impl Endpoint for Tokens {
+    fn name(&self) -> String {
+        "registry".into()
+    }
+    fn url(&self, path: &str) -> Result<Url, String> {
+        Ok(Url::parse(path).unwrap())
+    }
+    fn authorization(&self, renew: bool) -> Result<Option<reqwest::header::HeaderValue>, String> {
+        let mut calls = self.calls.lock().unwrap();
+        calls.push(renew);
+        let n = calls.iter().filter(|r| **r).count();
+        Ok(Some(format!("Bearer token-{n}").parse().unwrap()))
+    }
+}
+
+#[test]
+fn registry_source_sends_the_authorization_and_renews_it_once_after_a_401() {
+    let body = content(5000, 9);
+    let server = Server::start(vec![(
+        "/v2/app/blobs/x",
+        vec![Reply::Status(401), Reply::Body(body.clone())],
+    )]);
+    let tokens = Arc::new(Tokens::default());
+    let (_dir, cache) = new_cache();
+    let source = Source::Registry {
+        path: server.url("/v2/app/blobs/x").to_string(),
+        endpoint: tokens.clone(),
+    };
+    let got = one(fetch_all(
+        vec![request("app", vec![source], Some(&body))],
+        &cache,
+        &opts(),
+        &Recorder::default(),
+    )
+    .unwrap());
+    assert_eq!(fs::read(got.path).unwrap(), body);
+    let auths: Vec<_> = server
+        .requests()
+        .into_iter()
+        .map(|r| r.authorization)
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            Some("Bearer token-0".to_owned()),
+            Some("Bearer token-1".to_owned())
+        ]
+    );
+    assert_eq!(*tokens.calls.lock().unwrap(), [false, true]);
+}
+
+#[test]
+fn registry_source_refused_twice_fails_with_401_and_tries_the_next_source() {
+    let body = content(300, 2);
+    let refusing = Server::start(vec![("/v2/app/blobs/x", vec![Reply::Status(401)])]);
+    let mirror = Server::start(vec![("/v2/app/blobs/x", vec![Reply::Body(body.clone())])]);
+    let tokens = Arc::new(Tokens::default());
+    let (_dir, cache) = new_cache();
+    let sources = vec![
+        Source::Registry {
+            path: refusing.url("/v2/app/blobs/x").to_string(),
+            endpoint: tokens.clone(),
+        },
+        Source::Registry {
+            path: mirror.url("/v2/app/blobs/x").to_string(),
+            endpoint: tokens.clone(),
+        },
+    ];
+    let recorder = Recorder::default();
+    let got = one(fetch_all(
+        vec![request("app", sources, Some(&body))],
+        &cache,
+        &opts(),
+        &recorder,
+    )
+    .unwrap());
+    assert_eq!(
+        got.source,
+        format!("registry{}", mirror.url("/v2/app/blobs/x"))
+    );
+    assert_eq!(
+        refusing.requests().len(),
+        2,
+        "one renewal, no retries of a 401"
+    );
+    let messages = recorder.messages.lock().unwrap().join("\n");
+    assert!(messages.contains("401 Unauthorized"), "{messages}");
+}
+
+#[test]
+fn a_redirect_to_another_host_does_not_carry_the_registry_authorization() {
+    let body = content(2048, 5);
+    let cdn = Server::start(vec![("/blob", vec![Reply::Body(body.clone())])]);
+    let registry = Server::start(vec![(
+        "/v2/app/blobs/x",
+        vec![Reply::Redirect(cdn.url("/blob").to_string())],
+    )]);
+    let (_dir, cache) = new_cache();
+    let source = Source::Registry {
+        path: registry.url("/v2/app/blobs/x").to_string(),
+        endpoint: Arc::new(Tokens::default()),
+    };
+    one(fetch_all(
+        vec![request("app", vec![source], Some(&body))],
+        &cache,
+        &opts(),
+        &Recorder::default(),
+    )
+    .unwrap());
+    assert_eq!(
+        registry.requests()[0].authorization.as_deref(),
+        Some("Bearer token-0")
+    );
+    let at_cdn = cdn.requests();
+    assert_eq!(at_cdn.len(), 1);
+    assert_eq!(
+        at_cdn[0].authorization, None,
+        "the token went to another host"
+    );
 }

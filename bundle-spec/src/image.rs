@@ -12,7 +12,8 @@
 //!   multi-platform index) the registry served for the pinned digest, annotated
 //!   with [`ANNOTATION_IMAGE_NAME`] (the full ref, which containerd's importer
 //!   uses as the image name) and [`ANNOTATION_REF_NAME`] (the tag, per the
-//!   OCI spec). Only the blobs of the target platform are present.
+//!   OCI spec). Only the blobs of the target platform are present;
+//!   [`crate::layout`] writes such a tar.
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +51,33 @@ pub fn is_index(media_type: &str) -> bool {
 /// Whether `media_type` is an image manifest (OCI or Docker schema 2).
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == MEDIA_TYPE_OCI_MANIFEST || media_type == MEDIA_TYPE_DOCKER_MANIFEST
+}
+
+/// Whether a platform of an image index (`os`, `architecture` and `variant`
+/// as OCI writes them) is the target's, as containerd's platform matcher
+/// normalizes them: amd64 is `amd64` without variant (or `v1`), arm64 is
+/// `arm64` without variant or `v8`, armhf is `arm` `v7` (or without variant),
+/// i386 is `386`, ppc64el is `ppc64le`; the others keep their Debian name.
+pub fn platform_matches(
+    target: &crate::spec::Target,
+    os: &str,
+    architecture: &str,
+    variant: Option<&str>,
+) -> bool {
+    use crate::spec::Arch;
+    let variant = variant.filter(|v| !v.is_empty());
+    let (arch, variants): (&str, &[&str]) = match target.arch {
+        Arch::Amd64 => ("amd64", &["v1"]),
+        Arch::Arm64 => ("arm64", &["v8"]),
+        Arch::Armhf => ("arm", &["v7"]),
+        Arch::I386 => ("386", &[]),
+        Arch::Ppc64el => ("ppc64le", &[]),
+        Arch::Riscv64 => ("riscv64", &[]),
+        Arch::S390x => ("s390x", &[]),
+    };
+    os == target.os.as_str()
+        && architecture == arch
+        && variant.is_none_or(|v| variants.contains(&v))
 }
 
 /// A content digest as OCI writes it: `sha256:` and 64 lowercase hex digits.
@@ -380,6 +408,44 @@ mod tests {
             "mirror.internal:5000/team/app:1.2"
         );
         assert!(r.with_name("mirror.internal:5000/team/app:9").is_err());
+    }
+
+    #[test]
+    fn platforms_match_as_containerd_normalizes_them() {
+        let target = |arch: &str| -> crate::spec::Target {
+            serde_json::from_value(serde_json::json!({"os": "linux", "arch": arch})).unwrap()
+        };
+        let amd64 = target("amd64");
+        assert!(platform_matches(&amd64, "linux", "amd64", None));
+        assert!(platform_matches(&amd64, "linux", "amd64", Some("")));
+        assert!(platform_matches(&amd64, "linux", "amd64", Some("v1")));
+        assert!(!platform_matches(&amd64, "linux", "amd64", Some("v3")));
+        assert!(!platform_matches(&amd64, "linux", "arm64", None));
+        assert!(!platform_matches(&amd64, "windows", "amd64", None));
+        assert!(!platform_matches(&amd64, "unknown", "unknown", None));
+        let arm64 = target("arm64");
+        assert!(platform_matches(&arm64, "linux", "arm64", None));
+        assert!(platform_matches(&arm64, "linux", "arm64", Some("v8")));
+        assert!(!platform_matches(&arm64, "linux", "arm64", Some("v9")));
+        assert!(platform_matches(
+            &target("armhf"),
+            "linux",
+            "arm",
+            Some("v7")
+        ));
+        assert!(!platform_matches(
+            &target("armhf"),
+            "linux",
+            "arm",
+            Some("v6")
+        ));
+        assert!(platform_matches(&target("i386"), "linux", "386", None));
+        assert!(platform_matches(
+            &target("ppc64el"),
+            "linux",
+            "ppc64le",
+            None
+        ));
     }
 
     #[test]

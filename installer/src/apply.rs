@@ -35,6 +35,10 @@ pub struct ApplyError {
 pub trait Log {
     /// A change was made.
     fn did(&self, line: &str);
+
+    /// Step `number` (0: the installer's own first operations and the final
+    /// systemd actions) took `seconds`.
+    fn step_done(&self, _number: usize, _kind: &str, _seconds: f64) {}
 }
 
 /// The command for `argv`, run through `chroot ROOT` when given a root, with
@@ -194,6 +198,7 @@ pub fn apply(
             })?;
         }
     }
+    let mut started = std::time::Instant::now();
     for op in &plan.first {
         apply_op(root, tx, op, log, &exclusive).map_err(|message| ApplyError {
             step: 0,
@@ -201,127 +206,38 @@ pub fn apply(
             message,
         })?;
     }
+    log.step_done(0, "first", started.elapsed().as_secs_f64());
+    started = std::time::Instant::now();
     for sp in &plan.steps {
-        let step = &manifest.steps[sp.number - 1];
-        let err = |message: String| ApplyError {
-            step: sp.number,
-            kind: sp.kind,
-            message,
-        };
-        if fail_at == Some(sp.number) {
-            return Err(err(format!("injected failure ({FAIL_ENV}={})", sp.number)));
-        }
-        if let Step::Images(_) = step {
-            // containerd (re)started first when the bundle brings it, then
-            // every image on one containerd.
-            for op in sp.ops.iter().filter(|o| !matches!(o, Op::Image { .. })) {
-                apply_op(root, tx, op, log, &exclusive).map_err(err)?;
-            }
-            let images: Vec<&Op> = sp
-                .ops
-                .iter()
-                .filter(|o| matches!(o, Op::Image { .. }))
-                .collect();
-            crate::images::apply_step(root, tx, &images, log).map_err(err)?;
-            continue;
-        }
-        if let Step::Extract(s) = step {
-            // Directories first, then the files streamed from the archive, then links.
-            for op in sp.ops.iter().filter(|o| matches!(o, Op::Dir { .. })) {
-                write_op(tx, op, None).map_err(|e| err(e.to_string()))?;
-                if op.changes() {
-                    log.did(&op.describe());
-                }
-            }
-            let files: HashMap<String, &Op> = sp
-                .ops
-                .iter()
-                .filter_map(|o| match o {
-                    Op::File { target, .. } => Some((target.clone(), o)),
-                    _ => None,
-                })
-                .collect();
-            if files.values().any(|o| o.changes()) {
-                let archive = staging.artifact(&s.artifact);
-                let mut failure: Option<String> = None;
-                let result = extract::for_each_file(
-                    &archive,
-                    s.artifact.as_str(),
-                    s,
-                    &sp.members,
-                    &mut |member, reader| {
-                        let target = s
-                            .dest
-                            .join(member.path.as_str())
-                            .map(|t| t.to_string())
-                            .unwrap_or_default();
-                        match files.get(&target) {
-                            Some(op)
-                                if matches!(
-                                    op,
-                                    Op::File {
-                                        change: Change::Create | Change::Update,
-                                        ..
-                                    }
-                                ) =>
-                            {
-                                write_op(tx, op, Some(reader))
-                                    .inspect_err(|e| failure = Some(format!("{target}: {e}")))?;
-                                log.did(&op.describe());
-                                Ok(())
-                            }
-                            _ => io::copy(reader, &mut io::sink()).map(drop),
-                        }
-                    },
-                );
-                if let Err(e) = result {
-                    return Err(err(failure.unwrap_or_else(|| e.to_string())));
-                }
-            }
-            for op in sp.ops.iter().filter(|o| !matches!(o, Op::Dir { .. })) {
-                if matches!(
-                    op,
-                    Op::File {
-                        change: Change::Mode(_),
-                        ..
-                    }
-                ) || matches!(op, Op::Link { .. })
-                {
-                    write_op(tx, op, None).map_err(|e| err(e.to_string()))?;
-                    if op.changes() {
-                        log.did(&op.describe());
-                    }
-                }
-            }
-            continue;
-        }
-        for op in &sp.ops {
-            // dpkg may have rewritten a file planned before it ran (a
-            // conffile taking the package's new default): plan it again.
-            let replanned;
-            let op = match op {
-                Op::File {
-                    target,
-                    sha256,
-                    size,
-                    mode,
-                    ..
-                } if dpkg_ran => {
-                    let change = crate::plan::file_change(root, target, sha256, *size, *mode)
-                        .map_err(|e| err(e.to_string()))?;
-                    let mut again = op.clone();
-                    if let Op::File { change: c, .. } = &mut again {
-                        *c = change;
-                    }
-                    replanned = again;
-                    &replanned
-                }
-                _ => op,
-            };
-            apply_op(root, tx, op, log, &exclusive).map_err(err)?;
-            dpkg_ran |= matches!(op, Op::Dpkg { install, .. } if !install.is_empty());
-        }
+        let result = apply_step(
+            root,
+            &manifest.steps[sp.number - 1],
+            staging,
+            tx,
+            log,
+            sp,
+            fail_at,
+            &exclusive,
+            &mut dpkg_ran,
+        );
+        log.step_done(sp.number, sp.kind, started.elapsed().as_secs_f64());
+        started = std::time::Instant::now();
+        result?;
     }
+    let finally_started = std::time::Instant::now();
+    let result = apply_finally(root, plan, tx, log, &exclusive);
+    log.step_done(0, "finally", finally_started.elapsed().as_secs_f64());
+    result
+}
+
+/// The final systemd actions and unpins.
+fn apply_finally(
+    root: &Root,
+    plan: &Plan,
+    tx: &mut Transaction,
+    log: &dyn Log,
+    exclusive: &HashSet<std::path::PathBuf>,
+) -> Result<(), ApplyError> {
     for op in &plan.finally {
         if matches!(op, Op::Image { .. }) {
             crate::images::apply_step(root, tx, &[op], log).map_err(|message| ApplyError {
@@ -331,11 +247,145 @@ pub fn apply(
             })?;
             continue;
         }
-        apply_op(root, tx, op, log, &exclusive).map_err(|message| ApplyError {
+        apply_op(root, tx, op, log, exclusive).map_err(|message| ApplyError {
             step: 0,
             kind: "systemd",
             message,
         })?;
+    }
+    Ok(())
+}
+
+/// Applies one step's operations.
+#[allow(clippy::too_many_arguments)]
+fn apply_step(
+    root: &Root,
+    step: &Step,
+    staging: &crate::stage::Staging,
+    tx: &mut Transaction,
+    log: &dyn Log,
+    sp: &crate::plan::StepPlan,
+    fail_at: Option<usize>,
+    exclusive: &HashSet<std::path::PathBuf>,
+    dpkg_ran: &mut bool,
+) -> Result<(), ApplyError> {
+    let err = |message: String| ApplyError {
+        step: sp.number,
+        kind: sp.kind,
+        message,
+    };
+    if fail_at == Some(sp.number) {
+        return Err(err(format!("injected failure ({FAIL_ENV}={})", sp.number)));
+    }
+    if let Step::Images(_) = step {
+        // containerd (re)started first when the bundle brings it, then
+        // every image on one containerd.
+        for op in sp.ops.iter().filter(|o| !matches!(o, Op::Image { .. })) {
+            apply_op(root, tx, op, log, exclusive).map_err(err)?;
+        }
+        let images: Vec<&Op> = sp
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::Image { .. }))
+            .collect();
+        crate::images::apply_step(root, tx, &images, log).map_err(err)?;
+        return Ok(());
+    }
+    if let Step::Extract(s) = step {
+        // Directories first, then the files streamed from the archive, then links.
+        for op in sp.ops.iter().filter(|o| matches!(o, Op::Dir { .. })) {
+            write_op(tx, op, None).map_err(|e| err(e.to_string()))?;
+            if op.changes() {
+                log.did(&op.describe());
+            }
+        }
+        let files: HashMap<String, &Op> = sp
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::File { target, .. } => Some((target.clone(), o)),
+                _ => None,
+            })
+            .collect();
+        if files.values().any(|o| o.changes()) {
+            let archive = staging.artifact(&s.artifact);
+            let mut failure: Option<String> = None;
+            let result = extract::for_each_file(
+                &archive,
+                s.artifact.as_str(),
+                s,
+                &sp.members,
+                &mut |member, reader| {
+                    let target = s
+                        .dest
+                        .join(member.path.as_str())
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
+                    match files.get(&target) {
+                        Some(op)
+                            if matches!(
+                                op,
+                                Op::File {
+                                    change: Change::Create | Change::Update,
+                                    ..
+                                }
+                            ) =>
+                        {
+                            write_op(tx, op, Some(reader))
+                                .inspect_err(|e| failure = Some(format!("{target}: {e}")))?;
+                            log.did(&op.describe());
+                            Ok(())
+                        }
+                        _ => io::copy(reader, &mut io::sink()).map(drop),
+                    }
+                },
+            );
+            if let Err(e) = result {
+                return Err(err(failure.unwrap_or_else(|| e.to_string())));
+            }
+        }
+        for op in sp.ops.iter().filter(|o| !matches!(o, Op::Dir { .. })) {
+            if matches!(
+                op,
+                Op::File {
+                    change: Change::Mode(_),
+                    ..
+                }
+            ) || matches!(op, Op::Link { .. })
+            {
+                write_op(tx, op, None).map_err(|e| err(e.to_string()))?;
+                if op.changes() {
+                    log.did(&op.describe());
+                }
+            }
+        }
+        return Ok(());
+    }
+    for op in &sp.ops {
+        // dpkg may have rewritten a file planned before it ran (a
+        // conffile taking the package's new default): plan it again.
+        let replanned;
+        let op = match op {
+            Op::File {
+                target,
+                sha256,
+                size,
+                mode,
+                ..
+            } if *dpkg_ran => {
+                let change = crate::plan::file_change(root, target, sha256, *size, *mode)
+                    .map_err(|e| err(e.to_string()))?;
+                let mut again = op.clone();
+                if let Op::File { change: c, .. } = &mut again {
+                    *c = change;
+                }
+                replanned = again;
+                &replanned
+            }
+            _ => op,
+        };
+        apply_op(root, tx, op, log, exclusive).map_err(err)?;
+        *dpkg_ran |= matches!(op, Op::Dpkg { install, .. } if !install.is_empty());
     }
     Ok(())
 }

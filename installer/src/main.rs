@@ -70,7 +70,8 @@ struct Common {
 
 #[derive(Args, Clone)]
 struct InstallArgs {
-    /// The bundle file, or - for standard input.
+    /// The bundle file, - for standard input, or a split bundle's parts
+    /// index (NAME.tar.zst.parts.json) or first part (NAME.tar.zst.001).
     #[arg(required = true, value_name = "BUNDLE")]
     bundle: Option<String>,
     /// Set a variable (repeatable).
@@ -96,14 +97,21 @@ struct InstallArgs {
     /// Where to stage verified artifacts [default: ROOT/var/lib/install-bundle].
     #[arg(long, value_name = "DIR")]
     staging_dir: Option<PathBuf>,
+    /// Further directories holding parts of a split bundle (repeatable).
+    #[arg(long = "parts-dir", value_name = "DIR")]
+    parts_dirs: Vec<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
 
 #[derive(Args, Clone)]
 struct VerifyArgs {
-    /// The bundle file, or - for standard input.
+    /// The bundle file, - for standard input, or a split bundle's parts
+    /// index (NAME.tar.zst.parts.json) or first part (NAME.tar.zst.001).
     bundle: String,
+    /// Further directories holding parts of a split bundle (repeatable).
+    #[arg(long = "parts-dir", value_name = "DIR")]
+    parts_dirs: Vec<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -196,6 +204,48 @@ fn root_of(c: &Common) -> Result<Root, Failure> {
     }
 }
 
+/// The bundle's bytes: the file, standard input (`-`), or, for a parts
+/// index (`NAME.tar.zst.parts.json`) or a first part (`NAME.tar.zst.001`),
+/// the parts read in order with every block checked and rebuilt from parity
+/// where needed (`bundle_spec::parts`), after the index's signature verified
+/// against the trusted keys. Parts are looked for beside the index and in
+/// `parts_dirs` (several sticks).
+fn open_bundle(
+    bundle: &str,
+    trusted: &bundle_spec::sign::TrustedKeys,
+    parts_dirs: &[PathBuf],
+    out: &Out,
+) -> Result<Box<dyn Read>, Failure> {
+    use bundle_spec::parts;
+    let index_path = match (bundle.strip_suffix(".001"), bundle.ends_with(".parts.json")) {
+        (Some(base), _) => PathBuf::from(format!("{base}.parts.json")),
+        (None, true) => PathBuf::from(bundle),
+        (None, false) => return open_input(bundle),
+    };
+    let index = parts::read_index(&index_path, trusted)
+        .map_err(|e| Failure::verify(format!("{bundle}: verification failed: {e}")))?;
+    let mut dirs = vec![
+        index_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_owned),
+    ];
+    dirs.extend(parts_dirs.iter().cloned());
+    let paths = parts::locate(&index, &dirs);
+    let (data, parity) = (index.data_parts, index.parity_parts);
+    let reader = parts::PartsReader::open(index, paths)
+        .map_err(|e| Failure::verify(format!("{bundle}: {e}")))?;
+    out.line(&format!(
+        "  reading {data} data part(s) with {parity} parity part(s){}",
+        if reader.repairs().lost.is_empty() {
+            String::new()
+        } else {
+            format!("; rebuilding {}", reader.repairs().lost.join(", "))
+        }
+    ));
+    Ok(Box::new(reader))
+}
+
 fn open_input(bundle: &str) -> Result<Box<dyn Read>, Failure> {
     if bundle == "-" {
         Ok(Box::new(std::io::stdin().lock()))
@@ -216,8 +266,12 @@ fn read_failure(bundle: &str, e: ReadError) -> Failure {
 fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let root = root_of(&a.common)?;
     let trusted = trust::trusted_keys(&root, &a.common.trusted_keys).map_err(Failure::key)?;
-    let reader = BundleReader::open(open_input(&a.bundle)?, &trusted, &Limits::default())
-        .map_err(|e| read_failure(&a.bundle, e))?;
+    let reader = BundleReader::open(
+        open_bundle(&a.bundle, &trusted, &a.parts_dirs, out)?,
+        &trusted,
+        &Limits::default(),
+    )
+    .map_err(|e| read_failure(&a.bundle, e))?;
     out.set_total(reader.manifest().total_artifact_bytes());
     let v = reader
         .read_artifacts(&mut DiscardSink, out)
@@ -510,8 +564,12 @@ fn install_locked(
     // 1. Verify & stage.
     out.phase(1, "verify & stage");
     let limits = Limits::default();
-    let reader = BundleReader::open(open_input(bundle)?, trusted, &limits)
-        .map_err(|e| read_failure(bundle, e))?;
+    let reader = BundleReader::open(
+        open_bundle(bundle, trusted, &a.parts_dirs, out)?,
+        trusted,
+        &limits,
+    )
+    .map_err(|e| read_failure(bundle, e))?;
     let manifest = reader.manifest().clone();
     let manifest_sha256 = reader.manifest_sha256();
     let key_id = reader.key_id();
@@ -657,8 +715,16 @@ fn install_staged<R: Read>(
     let changes = the_plan.changes();
     let plan_json = serde_json::to_value(&the_plan).unwrap_or_default();
     let doc = |result: &str, changed: usize| {
+        let steps: Vec<serde_json::Value> = out
+            .step_timings()
+            .into_iter()
+            .map(
+                |(number, kind, seconds)| json!({"step": number, "kind": kind, "seconds": seconds}),
+            )
+            .collect();
         json!({"result": result, "name": manifest.name, "version": manifest.version, "serial": manifest.serial,
-               "key_id": key_id.to_string(), "manifest_sha256": manifest_sha256, "changed": changed, "plan": plan_json})
+               "key_id": key_id.to_string(), "manifest_sha256": manifest_sha256, "changed": changed, "plan": plan_json,
+               "timings": {"apply_steps": steps}})
     };
     if a.dry_run {
         out.line(&format!("dry run: {changes} changes planned, nothing done"));

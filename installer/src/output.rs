@@ -27,6 +27,7 @@ pub struct Out {
     pub verbosity: Verbosity,
     tty: bool,
     progress: Mutex<Progress>,
+    timings: Mutex<Vec<(usize, String, f64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +46,14 @@ impl Out {
             verbosity,
             tty: std::io::stderr().is_terminal(),
             progress: Mutex::new(Progress::default()),
+            timings: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The apply's time per step so far: (number, kind, seconds); step 0 is
+    /// the installer's own first operations and the final systemd actions.
+    pub fn step_timings(&self) -> Vec<(usize, String, f64)> {
+        self.timings.lock().expect("timings lock").clone()
     }
 
     /// A line of normal output.
@@ -152,5 +160,12 @@ impl Reporter for Out {
 impl crate::apply::Log for Out {
     fn did(&self, line: &str) {
         self.line(&format!("  {line}"));
+    }
+
+    fn step_done(&self, number: usize, kind: &str, seconds: f64) {
+        self.timings
+            .lock()
+            .expect("timings lock")
+            .push((number, kind.to_owned(), seconds));
     }
 }

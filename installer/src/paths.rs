@@ -8,9 +8,10 @@
 //! path serves `/` (the host), where resolving inside the root is ordinary
 //! resolution.
 //!
-//! Resolution is done by the kernel where it can (`openat2(2)` with
-//! `RESOLVE_IN_ROOT`, Linux 5.6+) and by `pathrs`' hardened `O_PATH` walker
-//! otherwise, never by joining strings. What this module hands out is a
+//! Resolution is done by the kernel (`openat2(2)` with `RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS`, Linux 5.6+), which needs no `/proc` (a chroot may
+//! have none mounted), and on older kernels by `pathrs`' hardened `O_PATH`
+//! walker (which needs `/proc`); never by joining strings. What this module hands out is a
 //! directory file descriptor ([`Dir`]) plus a final name; every operation is
 //! then an `*at(2)` call on that descriptor that never follows the final
 //! component (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), so a symlink planted
@@ -41,8 +42,13 @@ pub const CREATED_DIR_MODE: u32 = 0o755;
 #[derive(Debug, Clone)]
 pub struct Root {
     path: PathBuf,
+    fd: Arc<OwnedFd>,
     handle: Arc<pathrs::Root>,
 }
+
+/// How often `openat2(2)` is retried when a concurrent rename or mount
+/// anywhere on the system makes it fail with `EAGAIN` (as `pathrs` does).
+const OPENAT2_RETRIES: usize = 128;
 
 /// What kind of inode a path names (not following a final symlink).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +135,18 @@ impl Root {
                 dir.display()
             )));
         }
-        let handle = pathrs::Root::open(&path).map_err(|e| pathrs_error("root", &path, e))?;
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| with_path(e, "opening root", &path))?;
+        let handle = pathrs::Root::from_fd(
+            rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| with_path(e, "root", &path))?,
+        );
         Ok(Self {
             path,
+            fd: Arc::new(fd),
             handle: Arc::new(handle),
         })
     }
@@ -156,21 +171,62 @@ impl Root {
         self.path.join(target.trim_start_matches('/'))
     }
 
+    /// Opens `target` with every component resolved inside the root (the
+    /// last one too unless `flags` has `NOFOLLOW`).
+    fn open_in_root(&self, target: &str, flags: OFlags, what: &str) -> io::Result<OwnedFd> {
+        let shown = self.display(target);
+        let flags = flags | OFlags::CLOEXEC;
+        for _ in 0..OPENAT2_RETRIES {
+            match rustix::fs::openat2(
+                &*self.fd,
+                target,
+                flags,
+                Mode::empty(),
+                rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Err(rustix::io::Errno::AGAIN) => continue,
+                Err(rustix::io::Errno::NOSYS) => {
+                    return self.open_in_root_pathrs(target, flags, what);
+                }
+                Err(e) => return Err(with_path(e, what, &shown)),
+                Ok(fd) => return Ok(fd),
+            }
+        }
+        Err(io::Error::other(format!(
+            "{what} {}: the kernel kept reporting a concurrent rename ({OPENAT2_RETRIES} attempts)",
+            shown.display()
+        )))
+    }
+
+    /// [`Root::open_in_root`] before Linux 5.6: pathrs' userspace resolver.
+    fn open_in_root_pathrs(&self, target: &str, flags: OFlags, what: &str) -> io::Result<OwnedFd> {
+        let shown = self.display(target);
+        let handle = if flags.contains(OFlags::NOFOLLOW) {
+            self.handle.resolve_nofollow(target)
+        } else {
+            self.handle.resolve(target)
+        }
+        .map_err(|e| pathrs_error(what, &shown, e))?;
+        if flags.contains(OFlags::PATH) {
+            return Ok(OwnedFd::from(handle));
+        }
+        handle
+            .reopen(pathrs::flags::OpenFlags::from_bits_retain(u64::from(
+                (flags - OFlags::NOFOLLOW).bits(),
+            )))
+            .map(OwnedFd::from)
+            .map_err(|e| pathrs_error(what, &shown, e))
+    }
+
     /// The directory `target`, every component (the last one too) resolved
     /// inside the root. `NotFound` when it or a parent does not exist.
     pub fn open_dir(&self, target: &str) -> io::Result<Dir> {
         let shown = self.display(target);
-        let handle = self
-            .handle
-            .resolve(target)
-            .map_err(|e| pathrs_error("resolving", &shown, e))?;
-        let fd = rustix::fs::openat(
-            handle.as_fd(),
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| with_path(e, "opening directory", &shown))?;
+        let fd = self.open_in_root(
+            target,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            "opening directory",
+        )?;
         Ok(Dir { fd, shown })
     }
 
@@ -208,40 +264,34 @@ impl Root {
     /// `None` when it does not exist (a dangling symlink included).
     pub fn stat(&self, target: &str) -> io::Result<Option<Meta>> {
         let shown = self.display(target);
-        match self.handle.resolve(target) {
-            Ok(h) => rustix::fs::fstat(h.as_fd())
+        match self.open_in_root(target, OFlags::PATH, "resolving") {
+            Ok(fd) => rustix::fs::fstat(&fd)
                 .map(|st| Some(Meta::of(&st)))
                 .map_err(|e| with_path(e, "stat", &shown)),
-            Err(e) => {
-                let e = pathrs_error("resolving", &shown, e);
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     /// Opens the regular file `target` for reading, every symlink (the last
     /// one too) followed inside the root. For configuration the installer
-    /// reads (`/etc/os-release`, the dpkg database, trusted keys).
+    /// reads (`/etc/os-release`, the dpkg database, trusted keys). One
+    /// `openat2(2)`; no `/proc` needed (a chroot may have none mounted).
     pub fn open_following(&self, target: &str) -> io::Result<File> {
         let shown = self.display(target);
-        let handle = self
-            .handle
-            .resolve(target)
-            .map_err(|e| pathrs_error("resolving", &shown, e))?;
-        let meta = rustix::fs::fstat(handle.as_fd()).map_err(|e| with_path(e, "stat", &shown))?;
+        let file = File::from(self.open_in_root(
+            target,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
+            "opening",
+        )?);
+        let meta = rustix::fs::fstat(&file).map_err(|e| with_path(e, "stat", &shown))?;
         if Meta::of(&meta).kind != Kind::File {
             return Err(io::Error::other(format!(
                 "{} is not a regular file",
                 shown.display()
             )));
         }
-        handle
-            .reopen(pathrs::flags::OpenFlags::O_RDONLY)
-            .map_err(|e| pathrs_error("opening", &shown, e))
+        Ok(file)
     }
 
     /// Opens the regular file `target` for reading without following its
@@ -251,16 +301,13 @@ impl Root {
         dir.open_file(&name)
     }
 
-    /// Removes the tree at `target` (not following a final symlink), inside
-    /// the root. A missing tree is not an error.
+    /// Removes the tree at `target` (not following a final symlink, nor
+    /// any symlink inside it), inside the root. A missing tree is not an error.
     pub fn remove_tree(&self, target: &str) -> io::Result<()> {
-        if self.lstat(target)?.is_none() {
-            return Ok(());
+        match self.parent_if_exists(target)? {
+            Some((dir, name)) => dir.remove_tree(&name),
+            None => Ok(()),
         }
-        let shown = self.display(target);
-        self.handle
-            .remove_all(target)
-            .map_err(|e| pathrs_error("removing", &shown, e))
     }
 
     /// Checks that the missing parents of `target` can be created: walking
@@ -516,6 +563,35 @@ impl Dir {
             .map_err(|e| with_path(e, "removing directory", &self.shown_child(name)))
     }
 
+    /// Removes `name` and, if it is a directory, everything in it (no
+    /// symlink is followed). Absent: nothing to do.
+    pub fn remove_tree(&self, name: &OsStr) -> io::Result<()> {
+        match self.stat_at(name)? {
+            None => Ok(()),
+            Some(m) if m.kind == Kind::Dir => {
+                let sub = self.open_subdir(name)?;
+                let names: Vec<OsString> = {
+                    let d = rustix::fs::Dir::read_from(&sub.fd)
+                        .map_err(|e| with_path(e, "reading", &sub.shown))?;
+                    let mut v = Vec::new();
+                    for entry in d {
+                        let entry = entry.map_err(|e| with_path(e, "reading", &sub.shown))?;
+                        let n = entry.file_name().to_bytes();
+                        if n != b"." && n != b".." {
+                            v.push(OsStr::from_bytes(n).to_owned());
+                        }
+                    }
+                    v
+                };
+                for n in &names {
+                    sub.remove_tree(n)?;
+                }
+                self.rmdir(name)
+            }
+            Some(_) => self.unlink(name),
+        }
+    }
+
     /// Flushes the directory (its entries) to disk.
     pub fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.fd).map_err(|e| with_path(e, "fsync", &self.shown))
@@ -535,12 +611,28 @@ impl Dir {
             .map_err(|e| with_path(e, "statvfs", &self.shown))
     }
 
-    /// The directory's real path on this machine (from `/proc/self/fd`), for
-    /// code that needs a path (the state directory).
+    /// The directory's real path on this machine, for code that needs a
+    /// path (the state directory, programs run on files below the root):
+    /// from `/proc/self/fd`, or where no `/proc` is mounted (a chroot) by
+    /// `getcwd(3)` after `fchdir(2)` to it (the working directory is put
+    /// back).
     pub fn real_path(&self) -> io::Result<PathBuf> {
         use std::os::fd::AsRawFd as _;
-        std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
-            .map_err(|e| with_path(e, "finding the real path of", &self.shown))
+        if let Ok(p) = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd())) {
+            return Ok(p);
+        }
+        let here = rustix::fs::open(
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| with_path(e, "opening the working directory to find", &self.shown))?;
+        rustix::process::fchdir(&self.fd)
+            .map_err(|e| with_path(e, "finding the real path of", &self.shown))?;
+        let found = std::env::current_dir();
+        rustix::process::fchdir(&here)
+            .map_err(|e| with_path(e, "returning to the working directory after", &self.shown))?;
+        found.map_err(|e| with_path(e, "finding the real path of", &self.shown))
     }
 }
 

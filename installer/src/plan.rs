@@ -567,7 +567,11 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                         argv: vec!["swapoff".into(), "-a".into()],
                         chroot: false,
                         undo: Some(vec!["swapon".into(), "-a".into()]),
-                        decision: if active_swap() {
+                        decision: if !units::booted() {
+                            Decision::Skip(
+                                "systemd is not running here (chroot or image): swap stays off at boot by fstab".into(),
+                            )
+                        } else if active_swap() {
                             Decision::Run("swap is active".into())
                         } else {
                             Decision::Skip("no active swap".into())
@@ -588,7 +592,11 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                         argv: vec!["modprobe".into(), s.name.to_string()],
                         chroot: false,
                         undo: Some(vec!["modprobe".into(), "-r".into(), s.name.to_string()]),
-                        decision: if loaded {
+                        decision: if !units::booted() {
+                            Decision::Skip(
+                                "systemd is not running here (chroot or image): the module loads at boot from modules-load.d".into(),
+                            )
+                        } else if loaded {
                             Decision::Skip("already loaded".into())
                         } else {
                             Decision::Run("not loaded".into())
@@ -710,6 +718,12 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                     Decision::Skip(
                         "not run under --root; set \"in_root\": true to run it through chroot"
                             .into(),
+                    )
+                } else if host && !s.in_root && !units::booted() {
+                    // A chroot or an image build: the command would act on
+                    // the build machine's kernel (sysctl, modprobe...).
+                    Decision::Skip(
+                        "systemd is not running here (chroot or image): not run; set \"in_root\": true to run it anyway".into(),
                     )
                 } else if let Some(unless) = &s.unless {
                     if succeeds(unless, under_root.then(|| root.path())) {

@@ -357,13 +357,40 @@ SuccessExitStatus=5
 WantedBy=sysinit.target
 ";
 
+/// This installer's executable: `/proc/self/exe`, or where `/proc` is not
+/// mounted (a chroot) the path it was started by (`argv[0]`, searched in
+/// `PATH` when it holds no `/`).
+pub fn this_installer() -> Result<std::path::PathBuf, String> {
+    if let Ok(p) = std::env::current_exe() {
+        return Ok(p);
+    }
+    let arg0 = std::env::args_os()
+        .next()
+        .ok_or_else(|| "finding this installer: no /proc/self/exe and no argv[0]".to_owned())?;
+    let arg0 = std::path::PathBuf::from(arg0);
+    if arg0.components().count() > 1 {
+        return Ok(arg0);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(&arg0))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "finding this installer: no /proc/self/exe, and {} is not in PATH",
+                arg0.display()
+            )
+        })
+}
+
 /// What a bundle with units installs first on a host: a copy of this installer and
 /// the enabled [`RECOVERY_UNIT`], so that an install interrupted by a power
 /// cut is rolled back at the next boot before the services it touched start
 /// from half-updated files. Journaled like every change (a failed first
 /// install takes them back); not part of any bundle's receipt.
 pub fn recovery_ops(root: &Root) -> Result<Vec<Op>, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding this installer: {e}"))?;
+    let exe = this_installer()?;
     let binary = std::fs::read(&exe).map_err(|e| format!("reading {}: {e}", exe.display()))?;
     let unit_file = format!("{}/{RECOVERY_UNIT}", unit::UNIT_DIR);
     let mut ops = vec![

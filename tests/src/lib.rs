@@ -11,10 +11,14 @@
 //! - [`aptrepo`]: signed apt repositories built from real `.deb`s, and the host's
 //!   `apt-get` (with private state) as a dependency-closure oracle.
 //! - [`cli`]: running `bundler` and `install-bundle` as subprocesses, throwaway keys.
+//! - [`registry`]: real container registries (Debian's `docker-registry`) on
+//!   loopback: plain HTTP, HTTPS with htpasswd, and token authentication.
+//! - [`oci`]: test container images (busybox-static, one or two platforms)
+//!   pushed to them with the distribution API.
 //! - [`vm`]: a booted Debian 12 machine (qemu, its own kernel and systemd)
 //!   that runs commands, reboots, powers off and has its power cut.
 //! - [`worker`]: the Kubernetes worker example served on loopback (OS
-//!   packages, upstream files, the spec rewritten to them).
+//!   packages, upstream files, container images, the spec rewritten to them).
 //! - [`kit`]: taking bundles apart and putting them back together (re-signed or
 //!   not) to build hostile bundles.
 //!
@@ -27,6 +31,8 @@ pub mod cli;
 pub mod debootstrap;
 pub mod fixture;
 pub mod kit;
+pub mod oci;
+pub mod registry;
 pub mod server;
 pub mod tree;
 pub mod vm;

@@ -28,6 +28,8 @@ use crate::aptrepo::{Apt, Gpg, Signing, build_repo};
 use crate::cli::{Keys, Output, bundler, run};
 use crate::debootstrap::{self, sh};
 use crate::kit;
+use crate::oci::TestImage;
+use crate::registry::Registry;
 use crate::server::Server;
 
 /// The seed's OS packages.
@@ -102,6 +104,10 @@ pub fn bundler_build(spec: &Path, keys: &Keys, cache: &Path, out: &Path) -> Outp
             "-o".into(),
             os(out),
             "--quiet".into(),
+            // The images' own registry (registry.k8s.io) is unreachable
+            // here; their loopback mirror answers at once.
+            "--retries".into(),
+            "0".into(),
         ],
         &[("SOURCE_DATE_EPOCH", "1700000000")],
     )
@@ -289,6 +295,33 @@ pub fn standins(example: &Value) -> Artifacts {
     out
 }
 
+/// `apt-get download PACKAGE` (`apt`'s candidate), `dpkg-deb -x` into
+/// `work/PACKAGE`.
+fn unpack_deb(apt: &Apt, work: &Path, package: &str) -> Result<PathBuf, String> {
+    let version = apt.candidate(package)?;
+    let deb = apt.download(&[(package.to_owned(), version)])?.remove(0);
+    let dir = work.join(package);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+    Ok(dir)
+}
+
+/// The containerd release tarball made of Debian's `containerd` package:
+/// `containerd`, `ctr` and the shims (Debian does not package
+/// `containerd-stress`), so that the images step really imports into it.
+pub fn debian_containerd(apt: &Apt, work: &Path) -> Result<(Vec<u8>, Installs), String> {
+    let dir = unpack_deb(apt, work, "containerd")?;
+    let mut files = Vec::new();
+    for b in CONTAINERD_BINARIES {
+        let p = dir.join("usr/bin").join(b);
+        if p.exists() {
+            let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            files.push((format!("bin/{b}"), bytes));
+        }
+    }
+    Ok(containerd_tarball(&files))
+}
+
 /// The real upstream programs a Debian package carries, repacked in the
 /// upstream release layout: `containerd`, `ctr` and the shims from
 /// `containerd`, `runc` from `runc`, the CNI plugins from
@@ -297,27 +330,11 @@ pub fn standins(example: &Value) -> Artifacts {
 /// other artifacts of `example` (crictl, kubelet, kube-proxy: no package
 /// carries them) are left out.
 pub fn debian_upstream(apt: &Apt, work: &Path) -> Result<Artifacts, String> {
-    let unpack = |package: &str| -> Result<PathBuf, String> {
-        let version = apt.candidate(package)?;
-        let deb = apt.download(&[(package.to_owned(), version)])?.remove(0);
-        let dir = work.join(package);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
-        Ok(dir)
-    };
+    let unpack = |package: &str| unpack_deb(apt, work, package);
     let read = |p: PathBuf| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()));
     let mut out = BTreeMap::new();
 
-    let dir = unpack("containerd")?;
-    let mut files = Vec::new();
-    for b in CONTAINERD_BINARIES {
-        // Debian does not package containerd-stress.
-        let p = dir.join("usr/bin").join(b);
-        if p.exists() {
-            files.push((format!("bin/{b}"), read(p)?));
-        }
-    }
-    out.insert("containerd".to_owned(), containerd_tarball(&files));
+    out.insert("containerd".to_owned(), debian_containerd(apt, work)?);
 
     let runc = read(unpack("runc")?.join("usr/sbin/runc"))?;
     out.insert(
@@ -480,5 +497,75 @@ impl Loopback {
             .export(&spec_dir.join("keys/e2e-mirror.gpg"))
             .unwrap();
         spec
+    }
+}
+
+/// A loopback registry (Debian's `docker-registry`) serving the example's
+/// images and any test images, each as a mirror of its ref: the bundle keeps
+/// the example's refs (containerd's `sandbox_image` and the kubelet's flag
+/// name them), only digests and `mirrors` are rewritten, as for artifacts.
+#[derive(Debug)]
+pub struct ImageMirror {
+    /// The registry.
+    pub registry: Registry,
+    /// Image name in the spec → its ref and the image served for it.
+    pub images: BTreeMap<String, (String, TestImage)>,
+}
+
+impl ImageMirror {
+    /// A registry serving a stand-in for each of `example`'s images (only
+    /// `pause` is known: [`TestImage::pause`]; upstream's digest cannot be
+    /// fetched offline).
+    pub fn new(example: &Value) -> ImageMirror {
+        let mut mirror = ImageMirror {
+            registry: Registry::plain(),
+            images: BTreeMap::new(),
+        };
+        for (name, image) in example["images"].as_object().into_iter().flatten() {
+            let image_ref = image["ref"].as_str().unwrap();
+            let standin = match name.as_str() {
+                "pause" => TestImage::pause(),
+                other => panic!("no stand-in for image {other}"),
+            };
+            mirror.add(name, image_ref, standin);
+        }
+        mirror
+    }
+
+    /// Serves `image` as `image_ref` (`HOST/REPOSITORY:TAG`).
+    pub fn add(&mut self, name: &str, image_ref: &str, image: TestImage) {
+        let (repository, tag) = Self::repository_tag(image_ref);
+        image.push(&self.registry, &repository, &tag);
+        self.images
+            .insert(name.to_owned(), (image_ref.to_owned(), image));
+    }
+
+    fn repository_tag(image_ref: &str) -> (String, String) {
+        let name = image_ref.split_once('/').unwrap().1;
+        let (r, t) = name.rsplit_once(':').unwrap();
+        (r.to_owned(), t.to_owned())
+    }
+
+    /// The digest served for image `name`.
+    pub fn digest(&self, name: &str) -> &str {
+        self.images[name].1.digest()
+    }
+
+    /// The ref of image `name`.
+    pub fn image_ref(&self, name: &str) -> &str {
+        &self.images[name].0
+    }
+
+    /// `spec`'s `images` entries: ref, the served digest, this registry as
+    /// the mirror.
+    pub fn rewrite(&self, spec: &mut Value) {
+        for (name, (image_ref, image)) in &self.images {
+            let (repository, _) = Self::repository_tag(image_ref);
+            spec["images"][name] = json!({
+                "ref": image_ref,
+                "digest": image.digest(),
+                "mirrors": [format!("{}/{repository}", self.registry.host())],
+            });
+        }
     }
 }

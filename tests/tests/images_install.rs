@@ -211,15 +211,27 @@ struct Containerd {
 
 impl Containerd {
     fn start(data: &Path) -> Self {
+        Self::start_at(data, None)
+    }
+
+    /// containerd on `data` answering on `socket` (default: in its own
+    /// temporary directory).
+    fn start_at(data: &Path, socket: Option<&Path>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ctd-")
             .tempdir_in("/tmp")
             .unwrap();
+        let sock = socket.map_or_else(|| dir.path().join("sock"), Path::to_owned);
+        std::fs::write(
+            dir.path().join("address"),
+            sock.as_os_str().as_encoded_bytes(),
+        )
+        .unwrap();
         let config = format!(
             "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.internal.v1.opt\"]\n[grpc]\n  address = {:?}\n",
             data.display().to_string(),
             dir.path().join("state").display().to_string(),
-            dir.path().join("sock").display().to_string()
+            sock.display().to_string()
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
@@ -243,9 +255,10 @@ impl Containerd {
     }
 
     fn ctr(&self, args: &[&str]) -> std::process::Output {
+        let sock = std::fs::read_to_string(self.dir.path().join("address")).unwrap();
         Command::new("ctr")
             .arg("-a")
-            .arg(self.dir.path().join("sock"))
+            .arg(sock)
             .args(["-n", "k8s.io"])
             .args(args)
             .output()
@@ -469,6 +482,188 @@ fn an_image_the_next_release_drops_is_unpinned() {
     );
     assert!(
         !line("registry.example:5000/team/gone:1").contains("pinned=pinned"),
+        "{ls}"
+    );
+}
+
+/// A root to `chroot` the static installer into, as a host: the bundle, the
+/// key, `ctr` (with its libraries) and containerd's socket at
+/// `/run/containerd/containerd.sock`, served by a containerd the test
+/// started on the machine (the "host's" running containerd).
+struct LiveHost {
+    root: PathBuf,
+    ctd: Containerd,
+}
+
+impl LiveHost {
+    fn new(f: &Fixture, name: &str) -> Option<Self> {
+        let bin = installer();
+        if !bin.ends_with("static/install-bundle") {
+            eprintln!("SKIPPED: needs the static installer (make static)");
+            return None;
+        }
+        let root = f.path(name);
+        std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+        std::fs::create_dir_all(root.join("run/containerd")).unwrap();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        // As in every real root: programs' standard input comes from it.
+        let st = Command::new("mknod")
+            .arg(root.join("dev/null"))
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mknod dev/null");
+        std::fs::copy(&bin, root.join("install-bundle")).unwrap();
+        std::fs::copy(&f.keys.public, root.join("k.pub")).unwrap();
+        let ctr = String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v ctr"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let ctr = ctr.trim();
+        std::fs::copy(ctr, root.join("usr/local/bin/ctr")).unwrap();
+        let ldd = Command::new("ldd").arg(ctr).output().unwrap();
+        for lib in String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+        {
+            let to = root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(lib, to).unwrap();
+        }
+        let data = f.path(&format!("{name}-containerd"));
+        let ctd = Containerd::start_at(&data, Some(&root.join("run/containerd/containerd.sock")));
+        Some(Self { root, ctd })
+    }
+
+    fn install(&self, bundle: &Path, env: &[(&str, &str)]) -> Output {
+        std::fs::copy(bundle, self.root.join("b.tar.zst")).unwrap();
+        let argv: Vec<&std::ffi::OsStr> = vec![
+            self.root.as_os_str(),
+            "/install-bundle".as_ref(),
+            "/b.tar.zst".as_ref(),
+            "--trusted-key".as_ref(),
+            "/k.pub".as_ref(),
+        ];
+        run(Path::new("/usr/sbin/chroot"), &argv, env)
+    }
+
+    fn status(&self) -> Output {
+        run(
+            Path::new("/usr/sbin/chroot"),
+            [
+                self.root.as_os_str(),
+                "/install-bundle".as_ref(),
+                "status".as_ref(),
+                "images".as_ref(),
+            ],
+            &[],
+        )
+    }
+}
+
+#[test]
+fn on_a_host_the_running_containerd_gets_the_images_once_pinned() {
+    if !components() {
+        return;
+    }
+    let f = Fixture::new();
+    let Some(host) = LiveHost::new(&f, "host") else {
+        return;
+    };
+    let hello = img(
+        "hello",
+        "registry.example:5000/team/hello:1.0",
+        "hello from a live host",
+    );
+    let steps = serde_json::json!([{"kind": "images", "images": ["hello"], "pin": true}]);
+    let b = bundle(&f, "images.tar.zst", 1, &[&hello], steps);
+    host.install(&b, &[]).code(0).stdout_has(&format!(
+        "import image registry.example:5000/team/hello:1.0 ({}, pinned) in namespace k8s.io, containerd at /run/containerd/containerd.sock",
+        hello.index
+    ));
+    let ls = host.ctd.images();
+    assert!(
+        ls.contains(&hello.index) && ls.contains("io.cri-containerd.pinned=pinned"),
+        "{ls}"
+    );
+    let out = host.ctd.ctr(&["run", "--rm", &hello.reference, "live1"]);
+    assert!(out.status.success(), "ctr run: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from a live host\n"
+    );
+    host.install(&b, &[])
+        .code(0)
+        .stdout_has("0 changed")
+        .stdout_has("unchanged image registry.example:5000/team/hello:1.0");
+    host.status().code(0).stdout_has("ok (pinned)");
+    // Removed behind our back: status says so, a re-install imports again.
+    assert!(
+        host.ctd
+            .ctr(&["images", "rm", &hello.reference])
+            .status
+            .success()
+    );
+    host.status()
+        .code(7)
+        .stderr_has("registry.example:5000/team/hello:1.0: missing");
+    host.install(&b, &[]).code(0).stdout_has("import image");
+    host.status().code(0);
+}
+
+#[test]
+fn on_a_host_a_failed_upgrade_puts_the_old_image_back_pinned() {
+    if !components() {
+        return;
+    }
+    let f = Fixture::new();
+    let Some(host) = LiveHost::new(&f, "host") else {
+        return;
+    };
+    let one = img("hello", "registry.example:5000/team/hello:1.0", "one");
+    let two = img("hello", "registry.example:5000/team/hello:1.0", "two");
+    let steps = serde_json::json!([
+        {"kind": "images", "images": ["hello"], "pin": true},
+        {"kind": "file", "dest": "/etc/after", "content": "x\n"},
+    ]);
+    let b1 = bundle(&f, "one.tar.zst", 1, &[&one], steps.clone());
+    let b2 = bundle(&f, "two.tar.zst", 2, &[&two], steps);
+    // A first install failing after the import takes the ref away again.
+    host.install(&b1, &[("INSTALL_BUNDLE_TEST_FAIL_AT", "2")])
+        .code(5)
+        .stderr_has("the host is as it was before this run");
+    assert!(
+        !host.ctd.images().contains("team/hello"),
+        "{}",
+        host.ctd.images()
+    );
+    host.install(&b1, &[]).code(0);
+    // An upgrade failing after moving the ref: the old image, still pinned,
+    // and no backup ref left behind.
+    host.install(&b2, &[("INSTALL_BUNDLE_TEST_FAIL_AT", "2")])
+        .code(5);
+    let ls = host.ctd.images();
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with("registry.example:5000/team/hello:1.0"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains(&one.index) && line.contains("io.cri-containerd.pinned=pinned"),
+        "{ls}"
+    );
+    assert!(!ls.contains("install-bundle.invalid"), "{ls}");
+    // The upgrade itself: the new image, and the backup ref dropped at the commit.
+    host.install(&b2, &[])
+        .code(0)
+        .stdout_has(&format!("update (from {}) image", one.index));
+    let ls = host.ctd.images();
+    assert!(
+        ls.contains(&two.index) && !ls.contains("install-bundle.invalid"),
         "{ls}"
     );
 }

@@ -367,3 +367,38 @@ fn a_hostile_link_swapped_in_after_install_is_reported_not_followed_by_status() 
             .is_file()
     );
 }
+
+#[test]
+fn the_installer_works_in_a_chroot_without_proc() {
+    // Image builders chroot into a root that has no /proc mounted: path
+    // resolution (openat2) and finding the state directory's path must not
+    // need it.
+    let bin = installer();
+    if !bin.ends_with("static/install-bundle") {
+        eprintln!("SKIPPED: needs the static installer (make static)");
+        return;
+    }
+    let f = Fixture::new();
+    let b = bundle(&f);
+    let root = f.root("chroot");
+    std::fs::copy(&bin, root.join("install-bundle")).unwrap();
+    std::fs::copy(&b, root.join("b.tar.zst")).unwrap();
+    std::fs::copy(&f.keys.public, root.join("k.pub")).unwrap();
+    assert!(!root.join("proc/self").exists());
+    let chroot = |args: &[&str]| {
+        let mut argv: Vec<&std::ffi::OsStr> = vec![root.as_os_str(), "/install-bundle".as_ref()];
+        argv.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        run(Path::new("/usr/sbin/chroot"), argv, &[])
+    };
+    chroot(&["/b.tar.zst", "--trusted-key", "/k.pub", CIDR])
+        .code(0)
+        .stdout_has("files-only 1.0-1 (serial 1) installed");
+    assert_eq!(
+        std::fs::read(root.join("usr/local/bin/runc")).unwrap(),
+        bundle_tests::fixture::runc_bytes()
+    );
+    chroot(&["status", "files-only"]).code(0);
+    chroot(&["/b.tar.zst", "--trusted-key", "/k.pub", CIDR])
+        .code(0)
+        .stdout_has("0 changed");
+}

@@ -32,11 +32,12 @@ use bundle_tests::debootstrap::{
 };
 use bundle_tests::fixture::make_deb;
 use bundle_tests::kit;
+use bundle_tests::registry::Registry;
 use bundle_tests::server::{Behavior, Server};
 use bundle_tests::tree::{diff_listings, tree_hash, tree_listing};
 use bundle_tests::worker::{
-    self, Artifacts, Loopback, OS_PACKAGES, POD_CIDR, bundler_build, bundler_lock, copy_example,
-    examples, manifest, read_json, standins, url_version, write_json,
+    self, Artifacts, ImageMirror, Installs, Loopback, OS_PACKAGES, POD_CIDR, bundler_build,
+    bundler_lock, copy_example, examples, manifest, read_json, standins, url_version, write_json,
 };
 use serde_json::{Value, json};
 
@@ -547,6 +548,8 @@ struct Prepared {
     base: PathBuf,
     closure: Vec<(String, String)>,
     debs: Vec<PathBuf>,
+    /// The containerd artifact made of Debian's binaries.
+    containerd: (Vec<u8>, Installs),
     installer: PathBuf,
     seconds: f64,
 }
@@ -577,6 +580,13 @@ fn prepare() -> Result<Prepared, String> {
         "gzip",
     ]) {
         return Err(why);
+    }
+    if !Registry::available() || !Path::new(bundle_tests::oci::BUSYBOX).exists() {
+        return Err(
+            "the pause image needs docker-registry, openssl, htpasswd and busybox-static \
+                    (apt-get install docker-registry openssl apache2-utils busybox-static)"
+                .into(),
+        );
     }
     let installer = worker::static_installer_snapshot(&debootstrap::cache_dir())?;
     let t = Instant::now();
@@ -629,10 +639,14 @@ fn prepare() -> Result<Prepared, String> {
         systemd,
         "debootstrap --variant=minbase installed packages debian-12-minbase does not list"
     );
+    // Debian's containerd, in the release tarball's layout.
+    let x = tempfile::tempdir().unwrap();
+    let containerd = worker::debian_containerd(&apt, x.path())?;
     Ok(Prepared {
         base,
         closure,
         debs,
+        containerd,
         installer,
         seconds: t.elapsed().as_secs_f64(),
     })
@@ -674,9 +688,17 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
     let lo = Loopback::new(&work.path().join("www"), &p.debs).unwrap();
     let (www, server, packages_index) = (&lo.www, &lo.server, &lo.packages_index);
     let example = read_json(&examples().join(file));
-    let standins: Artifacts = standins(&example);
+    let mut standins: Artifacts = standins(&example);
+    // containerd is Debian's real one, so that the images step really
+    // imports into it.
+    standins.insert("containerd".to_owned(), p.containerd.clone());
+    // The pause image: a stand-in served by a loopback registry as a mirror
+    // of the example's ref.
+    let images = ImageMirror::new(&example);
+    let (pause_ref, pause_digest) = (images.image_ref("pause"), images.digest("pause"));
     let spec_dir = work.path().join("spec");
-    let spec = lo.rewrite(&example, &standins, &spec_dir);
+    let mut spec = lo.rewrite(&example, &standins, &spec_dir);
+    images.rewrite(&mut spec);
     let spec_path = spec_dir.join(file);
     write_json(&spec_path, &spec);
     mark("signed repository + stand-ins", &mut t);
@@ -782,10 +804,12 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
             ],
         )
     };
-    install("/worker.tar.zst")
+    let first = install("/worker.tar.zst");
+    first
         .code(0)
         .stdout_has("[5/5] receipt")
         .stdout_has(&format!("k8s-worker {version} (serial 1) installed"));
+    let install_log = first.stdout.clone();
     mark("install-bundle in chroot", &mut t);
 
     // The OS packages, installed by dpkg in the root.
@@ -824,10 +848,25 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
             .code(0)
             .stdout_has(&format!("Kubernetes {k8s}"));
     }
-    let ctr = url_version(example["artifacts"]["containerd"]["url"].as_str().unwrap());
-    chroot(&root, &["containerd"]).code(0).stdout_has(&format!(
-        "containerd github.com/containerd/containerd {ctr}"
-    ));
+    chroot(&root, &["containerd", "--version"])
+        .code(0)
+        .stdout_has("containerd github.com/containerd/containerd");
+    // The pause image: imported (by a private containerd, as no systemd
+    // runs in the chroot) under its ref at the bundled digest, pinned.
+    chroot(&root, &["/install-bundle", "status", "k8s-worker"])
+        .code(0)
+        .stdout_has(&format!(
+            "image      {pause_ref} {pause_digest} ok (pinned)"
+        ));
+    // Nothing of the build machine's kernel was touched from the chroot.
+    let out = install_log.clone();
+    for skipped in [
+        "skip modprobe overlay",
+        "skip modprobe br_netfilter",
+        "skip sysctl --system",
+    ] {
+        assert!(out.contains(skipped), "{skipped}:\n{out}");
+    }
     // containerd's unit byte-identical to the seed's; its config the
     // example's (the seed's for v1.21, the one containerd 1.7 needs for v1.30).
     assert_eq!(
