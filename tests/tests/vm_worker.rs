@@ -30,10 +30,12 @@ use std::time::Instant;
 
 use bundle_tests::cli::{Keys, Output, keygen};
 use bundle_tests::debootstrap::{prerequisites, skip};
+use bundle_tests::oci::TestImage;
+use bundle_tests::registry::Registry;
 use bundle_tests::vm::{self, CARRY_MOUNT, Machine};
 use bundle_tests::worker::{
-    self, Artifacts, Loopback, POD_CIDR, bundler_build, bundler_lock, examples, manifest,
-    read_json, service_standin, standins, url_version, write_json,
+    self, Artifacts, ImageMirror, Loopback, POD_CIDR, bundler_build, bundler_lock, examples,
+    manifest, read_json, service_standin, standins, url_version, write_json,
 };
 use serde_json::{Value, json};
 
@@ -41,6 +43,11 @@ const NAME: &str = "k8s-worker";
 const STATE: &str = "/var/lib/install-bundle";
 /// The swap file the machine has before the install.
 const SWAP_LINE: &str = "/swapfile none swap sw 0 0";
+/// The test image the bundles carry beside the example's pause image (the
+/// images step imports both): busybox-static printing [`HELLO_LINE`].
+const HELLO: &str = "hello";
+const HELLO_REF: &str = "e2e.invalid/worker/hello:1.0";
+const HELLO_LINE: &str = "hello from a container the bundle carried, run by the bundle's runc";
 
 /// The group containerd's socket gets from serial N's config (`[grpc] gid`;
 /// serial 1, the example's own config, has none: root).
@@ -63,7 +70,21 @@ struct Built {
     bundles: Vec<Bundle>,
     keys: Keys,
     artifacts: Artifacts,
+    /// Image ref → digest, as the bundles carry them.
+    images: BTreeMap<String, String>,
     manifest: Value,
+}
+
+/// `spec` with the test image added to its images and its images step.
+fn with_hello(spec: &Value, mirror: &ImageMirror) -> Value {
+    let mut spec = spec.clone();
+    mirror.rewrite(&mut spec);
+    for step in spec["steps"].as_array_mut().unwrap() {
+        if step["kind"] == "images" {
+            step["images"].as_array_mut().unwrap().push(json!(HELLO));
+        }
+    }
+    spec
 }
 
 /// The three bundles: the example rewritten to loopback (serial 1), and the
@@ -91,8 +112,12 @@ fn build_bundles(work: &Path) -> Result<Built, String> {
         );
     }
     let lo = Loopback::new(&work.join("www"), &os.debs)?;
+    // The example's pause image (a stand-in) and the test image, from a
+    // loopback registry.
+    let mut mirror = ImageMirror::new(&example);
+    mirror.add(HELLO, HELLO_REF, TestImage::single(HELLO_LINE));
     let spec_dir = work.join("spec");
-    let s1 = lo.rewrite(&example, &artifacts, &spec_dir);
+    let s1 = with_hello(&lo.rewrite(&example, &artifacts, &spec_dir), &mirror);
     let keys = keygen(work, "release");
     let cache = work.join("cache");
     let mut bundles = Vec::new();
@@ -113,12 +138,13 @@ fn build_bundles(work: &Path) -> Result<Built, String> {
         bundler_build(&spec_path, &keys, &cache, &path).code(0);
         bundles.push(Bundle { file, path });
     }
-    // Same steps as the example: the lock's debs step, then the example's own.
+    // Same steps as the example (its images step also carrying the test
+    // image): the lock's debs step, then the example's own.
     let m = manifest(&bundles[0].path);
     let steps = m["steps"].as_array().unwrap();
     assert_eq!(steps[0]["kind"], "debs");
     let example_spec = bundle_spec::validate::parse_spec(
-        &std::fs::read(examples().join("k8s-worker.json")).unwrap(),
+        &serde_json::to_vec(&with_hello(&example, &mirror)).unwrap(),
         &bundle_spec::Limits::default(),
     )
     .unwrap();
@@ -127,10 +153,16 @@ fn build_bundles(work: &Path) -> Result<Built, String> {
         json!(steps[1..]),
         "the bundle's steps are not the example's"
     );
+    let images = mirror
+        .images
+        .values()
+        .map(|(r, image)| (r.clone(), image.digest().to_owned()))
+        .collect();
     Ok(Built {
         bundles,
         keys,
         artifacts,
+        images,
         manifest: m,
     })
 }
@@ -325,8 +357,68 @@ fn sha_of(state: &str) -> &str {
     state.split(' ').next().unwrap()
 }
 
-/// What to check and what is not checked yet (printed at the end).
-struct Todo(Vec<String>);
+/// containerd's `k8s.io` images, as the bundle's `ctr` lists them: ref →
+/// `(digest, pinned)` (pinned: the CRI label `io.cri-containerd.pinned=pinned`
+/// that keeps the kubelet's image garbage collection off it).
+fn images_listing(vm: &mut Machine) -> BTreeMap<String, (String, bool)> {
+    ok(vm, "ctr -n k8s.io images ls")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                (*cols.first()?).to_owned(),
+                (
+                    (*cols.get(2)?).to_owned(),
+                    l.contains("io.cri-containerd.pinned=pinned"),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Every bundled image present at its digest and pinned.
+#[track_caller]
+fn assert_images(vm: &mut Machine, images: &BTreeMap<String, String>) {
+    let listed = images_listing(vm);
+    for (r, digest) in images {
+        assert_eq!(
+            listed.get(r),
+            Some(&(digest.clone(), true)),
+            "{r} not present at {digest} and pinned: {listed:?}"
+        );
+    }
+}
+
+/// `ctr -n k8s.io run` of the test image with the bundle's runc: prints its
+/// line, offline, from what the images step imported.
+#[track_caller]
+fn run_hello(vm: &mut Machine, id: &str) {
+    let out = vm.run(&format!(
+        "ctr -n k8s.io run --rm --runc-binary /usr/local/bin/runc {HELLO_REF} {id}"
+    ));
+    out.code(0).stdout_has(HELLO_LINE);
+}
+
+/// Every `KEY = VALUE` of the sysctl files is in effect.
+#[track_caller]
+fn assert_sysctls(vm: &mut Machine, files: &[String]) {
+    for f in files {
+        let text = ok(vm, &format!("cat {f}"));
+        for line in text
+            .lines()
+            .filter(|l| l.contains('=') && !l.starts_with('#'))
+        {
+            let (k, v) = line.split_once('=').unwrap();
+            // (the machine has no procps: /proc/sys is what `sysctl -n` reads)
+            assert_eq!(
+                ok(vm, &format!("cat /proc/sys/{}", k.trim().replace('.', "/"))),
+                v.trim(),
+                "{f}: {line}"
+            );
+        }
+    }
+}
 
 #[test]
 fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_cuts_and_rolls_back_a_failed_step()
@@ -344,6 +436,13 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
             "gzip",
         ])
     });
+    let why = why.or_else(|| {
+        (!Registry::available() || !Path::new(bundle_tests::oci::BUSYBOX).exists()).then(|| {
+            "the images need docker-registry, openssl, htpasswd and busybox-static \
+             (apt-get install docker-registry openssl apache2-utils busybox-static)"
+                .to_owned()
+        })
+    });
     if let Some(why) = why {
         skip(TEST, &why);
         return;
@@ -359,7 +458,6 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         t: Instant::now(),
         rows: Vec::new(),
     };
-    let mut todo = Todo(Vec::new());
     let image = match vm::image() {
         Ok(i) => i,
         Err(e) if e.contains("Failure while downloading") || e.contains("Couldn't download") => {
@@ -420,7 +518,10 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         .filter(|d| d.starts_with("/etc/sysctl.d/"))
         .map(str::to_owned)
         .collect();
-    let has_images = steps.iter().any(|s| s["kind"] == "images");
+    assert_eq!(modules, ["overlay", "br_netfilter"]);
+    assert!(!sysctl_files.is_empty(), "no sysctl file in the bundle");
+    assert!(steps.iter().any(|s| s["kind"] == "images"));
+    assert_eq!(built.images.len(), 2, "the pause image and the test image");
 
     // (1) Before: the host's trust in the release key (provisioned, not
     // carried), a swap file in use and in fstab, no overlay/br_netfilter.
@@ -482,49 +583,18 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
     ok(&mut vm, "kubectl version --client >/dev/null");
     assert_eq!(ok(&mut vm, "swapon --show --noheadings"), "");
     ok(&mut vm, &format!("grep -qx '# {SWAP_LINE}' /etc/fstab"));
-    // overlay: containerd's ExecStartPre loads it; the module steps the rest.
-    ok(&mut vm, "grep -q '^overlay ' /proc/modules");
+    // The module steps loaded overlay and br_netfilter and listed them for
+    // every boot; the sysctl file is in effect.
     for m in &modules {
         ok(&mut vm, &format!("grep -q '^{m} ' /proc/modules"));
         ok(&mut vm, &format!("test -f /etc/modules-load.d/{m}.conf"));
     }
-    if !modules.iter().any(|m| m == "br_netfilter") {
-        todo.0.push(
-            "br_netfilter loaded: the example has no kernel-module steps yet (issue 10 adds overlay and br_netfilter)"
-                .into(),
-        );
-    }
-    for f in &sysctl_files {
-        let text = ok(&mut vm, &format!("cat {f}"));
-        for line in text
-            .lines()
-            .filter(|l| l.contains('=') && !l.starts_with('#'))
-        {
-            let (k, v) = line.split_once('=').unwrap();
-            assert_eq!(
-                ok(&mut vm, &format!("sysctl -n {}", k.trim())),
-                v.trim(),
-                "{line}"
-            );
-        }
-    }
-    if sysctl_files.is_empty() {
-        todo.0.push(
-            "sysctls set: the example has no sysctl file yet (issue 10 adds net.bridge.bridge-nf-call-iptables, net.ipv4.ip_forward)"
-                .into(),
-        );
-    }
-    if has_images {
-        todo.0.push("images step present: pause image pinned and `ctr run` of the test image are not checked yet".into());
-    } else {
-        // TODO(issue 10): the pause image present and pinned, and `ctr -n
-        // k8s.io run` of a test image from the loopback registry with the
-        // bundle's runc, once bundler pulls images (tests/src/registry.rs on main).
-        todo.0.push(
-            "pause image present and pinned, `ctr -n k8s.io run` of a test image: the builder cannot pull images yet"
-                .into(),
-        );
-    }
+    assert_sysctls(&mut vm, &sysctl_files);
+    // The images: present at the bundled digests and pinned; a container of
+    // the test image runs with the bundle's runc (the only runc there is).
+    assert_images(&mut vm, &built.images);
+    assert_eq!(ok(&mut vm, "command -v runc"), "/usr/local/bin/runc");
+    run_hello(&mut vm, "hello-1");
     assert_eq!(
         ok(&mut vm, "systemctl is-active kubelet kube-proxy"),
         "active\nactive"
@@ -563,10 +633,12 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         "active\nactive"
     );
     assert_eq!(ok(&mut vm, "swapon --show --noheadings"), "");
-    ok(&mut vm, "grep -q '^overlay ' /proc/modules");
     for m in &modules {
         ok(&mut vm, &format!("grep -q '^{m} ' /proc/modules"));
     }
+    assert_sysctls(&mut vm, &sysctl_files);
+    assert_images(&mut vm, &built.images);
+    run_hello(&mut vm, "hello-2");
     status(&mut vm).code(0);
     t.mark(&format!(
         "(4) reboot ({:.1}s) and checks",
@@ -577,6 +649,7 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
     // and unit, the kubelet onto its new build, nothing else touched.
     let all_paths: BTreeSet<String> = receipt1.keys().cloned().collect();
     let before = file_states(&mut vm, &all_paths);
+    let images_before = images_listing(&mut vm);
     let c = cursor(&mut vm);
     let invocation = show(&mut vm, "containerd", "InvocationID");
     let proxy = main_pid(&mut vm, "kube-proxy");
@@ -640,6 +713,7 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
             assert_eq!(&after[p], st, "{p} was touched (sha256 inode mtime)");
         }
     }
+    assert_eq!(images_listing(&mut vm), images_before, "images touched");
     status(&mut vm).code(0);
     t.mark("(5) upgrade to serial 2 and checks");
 
@@ -755,6 +829,7 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         );
         assert!(kubelet_running(&mut vm).ends_with(&format!("build {version})")));
         assert_eq!(ok(&mut vm, "dpkg --audit"), "");
+        assert_images(&mut vm, &built.images);
         // Serial 2 installs from the recovered host, and status is clean:
         // after the first and the last cut. In between, the next cut's
         // apply of serial 2 starts from the recovered host and gets past
@@ -794,6 +869,7 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
     );
     assert_eq!(containerd_running(&mut vm), (grpc_gid(2), 2));
     assert!(kubelet_running(&mut vm).ends_with("build 2)"));
+    assert_images(&mut vm, &built.images);
     status(&mut vm).code(0);
     t.mark("(7) serial 3's failing command: rolled back, exit 5");
 
@@ -809,7 +885,4 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
         eprintln!("  {secs:7.1}s  {what}");
     }
     eprintln!("  {total:7.1}s  total");
-    for item in &todo.0 {
-        eprintln!("vm e2e: NOT CHECKED (TODO): {item}");
-    }
 }

@@ -863,7 +863,7 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
     for skipped in [
         "skip modprobe overlay",
         "skip modprobe br_netfilter",
-        "skip sysctl --system",
+        "skip /lib/systemd/systemd-sysctl",
     ] {
         assert!(out.contains(skipped), "{skipped}:\n{out}");
     }
