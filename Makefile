@@ -6,7 +6,7 @@ CARGO ?= cargo
 STATIC_DIR := target/static
 MUSL := x86_64-unknown-linux-musl
 
-.PHONY: all build static test demo bench e2e fuzz lint clean man completions install-docs ansible-venv ansible-lint
+.PHONY: all build static test demo bench e2e vm-e2e fuzz lint clean man completions install-docs ansible-venv ansible-lint
 
 all: build static
 
@@ -82,6 +82,13 @@ install-docs: man completions
 	install -m 0644 target/completions/bash/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/
 	install -m 0644 target/completions/zsh/* $(DESTDIR)$(PREFIX)/share/zsh/site-functions/
 	install -m 0644 target/completions/fish/* $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/
+
+# The worker node on a booted Debian 12 machine (qemu; KVM when usable, else
+# software emulation): install, re-run, reboot, upgrade, power cuts, a failed
+# step. Root, qemu-system-x86, debootstrap and deb.debian.org needed; the image
+# is cached in target/vm/. Also part of `make test`. VM_ACCEL=tcg forces emulation.
+vm-e2e: build static
+	$(CARGO) test -p bundle-tests --test vm_worker -- --nocapture
 
 demo: build static
 	bash scripts/demo.sh

@@ -55,6 +55,15 @@ pub const JOURNAL_VERSION: u32 = 2;
 /// Test-only: SIGKILL the installer at this journal point (a number), or at
 /// `staging` (half-way through staging). Used by the crash tests.
 pub const CRASH_ENV: &str = "INSTALL_BUNDLE_TEST_CRASH_AT";
+/// Test-only: with a number N, every journal point reached is listed on
+/// stderr (`install-bundle: test journal point N: WHAT`), and at point N the
+/// installer prints `install-bundle: test pause at journal point N` and
+/// stops itself (SIGSTOP) — 0 never stops, so a run lists its points. Where
+/// [`CRASH_ENV`] kills the process (the kernel still writes out what it
+/// wrote), this holds a host still at a known point so that a test can cut
+/// its power (the booted-machine test, `tests/tests/vm_worker.rs`, kills the
+/// virtual machine): whatever was not yet on the disk is lost.
+pub const PAUSE_ENV: &str = "INSTALL_BUNDLE_TEST_PAUSE_AT";
 
 /// One journal record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,27 +225,43 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Kills the process with SIGKILL when the test-only crash point is reached.
+/// The test-only hooks at journal points: SIGKILL ([`CRASH_ENV`]), or list
+/// the points and stop at one ([`PAUSE_ENV`]).
 #[derive(Debug, Default)]
 pub struct Crash {
     at: Option<u64>,
+    pause: Option<u64>,
     reached: u64,
 }
 
 impl Crash {
-    /// Reads [`CRASH_ENV`].
+    /// Reads [`CRASH_ENV`] and [`PAUSE_ENV`].
     pub fn from_env() -> Self {
+        let number = |var| std::env::var(var).ok().and_then(|v| v.parse().ok());
         Self {
-            at: std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok()),
+            at: number(CRASH_ENV),
+            pause: number(PAUSE_ENV),
             reached: 0,
         }
     }
 
-    /// Counts one journal point; dies if it is the chosen one.
-    pub fn point(&mut self) {
+    /// Counts one journal point (`what` describes it); dies, or stops, if
+    /// it is the chosen one.
+    pub fn point(&mut self, what: &dyn Fn() -> String) {
         self.reached += 1;
         if self.at == Some(self.reached) {
             kill_self();
+        }
+        if let Some(pause) = self.pause {
+            let n = self.reached;
+            eprintln!("install-bundle: test journal point {n}: {}", what());
+            if pause == n {
+                eprintln!("install-bundle: test pause at journal point {n}");
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::STOP,
+                );
+            }
         }
     }
 
@@ -323,7 +348,8 @@ impl Transaction {
         self.file.write_all(&line)?;
         self.file.sync_data()?;
         self.entries.push(entry);
-        self.crash.point();
+        self.crash
+            .point(&|| String::from_utf8_lossy(line.trim_ascii_end()).into_owned());
         Ok(())
     }
 
@@ -511,7 +537,12 @@ impl Transaction {
             }
             dir.sync()?;
         }
-        self.crash.point();
+        self.crash.point(&|| {
+            format!(
+                "about to rename {tmp} to {}",
+                dir.shown_child(name).display()
+            )
+        });
         dir.rename(OsStr::new(tmp), name)?;
         dir.sync()
     }

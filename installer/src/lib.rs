@@ -20,3 +20,4 @@ pub mod status;
 pub mod trust;
 pub mod units;
 pub mod vars;
+pub mod volatile;

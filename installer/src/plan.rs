@@ -525,6 +525,11 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
     let root = ctx.root;
     let host = root.is_host();
 
+    // Directories below /run come back at every boot (crate::volatile).
+    let mut tmpfiles = crate::volatile::tmpfiles_op(root, ctx.manifest).unwrap_or_else(|e| {
+        problems.push(format!("directories below /run: {e}"));
+        None
+    });
     for (i, step) in ctx.manifest.steps.iter().enumerate() {
         let number = i + 1;
         let mut ops = Vec::new();
@@ -656,6 +661,9 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                         }),
                         Err(e) => problem(e.to_string()),
                     }
+                }
+                if let Some((_, op)) = tmpfiles.take_if(|(at, _)| *at == i) {
+                    ops.push(op);
                 }
             }
             Step::File(s) => {

@@ -225,8 +225,12 @@ impl Apt {
     }
 
     fn cmd(&self) -> Command {
+        self.cmd_of("apt-get")
+    }
+
+    fn cmd_of(&self, program: &str) -> Command {
         let d = |sub: &str| self.dir.join(sub).display().to_string();
-        let mut c = Command::new("apt-get");
+        let mut c = Command::new(program);
         for (k, v) in [
             ("Dir::State::status", d("status")),
             ("Dir::State::Lists", d("lists")),
@@ -280,6 +284,17 @@ impl Apt {
                 (installed != Some(version)).then(|| (name, version.to_owned()))
             })
             .collect())
+    }
+
+    /// The version `apt-get install NAME` would take (`apt-cache policy`'s
+    /// candidate).
+    pub fn candidate(&self, name: &str) -> Result<String, String> {
+        let out = sh(self.cmd_of("apt-cache").args(["policy", name]))?;
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("Candidate: "))
+            .filter(|v| *v != "(none)")
+            .map(str::to_owned)
+            .ok_or_else(|| format!("apt-cache policy {name}: no candidate\n{out}"))
     }
 
     /// `apt-get download` of exactly these versions into `DIR/debs`

@@ -19,6 +19,10 @@
 //!   with its own root) and the real `ansible-core` driving them.
 //! - [`s3`]: a real S3 API on loopback (the `moto` server), buckets and
 //!   objects inspected with boto3.
+//! - [`vm`]: a booted Debian 12 machine (qemu, its own kernel and systemd)
+//!   that runs commands, reboots, powers off and has its power cut.
+//! - [`worker`]: the Kubernetes worker example served on loopback (OS
+//!   packages, upstream files, container images, the spec rewritten to them).
 //! - [`kit`]: taking bundles apart and putting them back together (re-signed or
 //!   not) to build hostile bundles.
 //!
@@ -37,3 +41,5 @@ pub mod registry;
 pub mod s3;
 pub mod server;
 pub mod tree;
+pub mod vm;
+pub mod worker;

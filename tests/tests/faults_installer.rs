@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bundle_tests::cli::{Output, installer};
+use bundle_tests::cli::{Output, installer, run};
 use bundle_tests::fixture::Fixture;
 use bundle_tests::kit::{self, Mount};
 use bundle_tests::tree::{diff_listings, tree_listing};
@@ -195,6 +195,81 @@ fn killed_during_staging_targets_are_untouched_then_rerun_converges() {
     kit::install(&root, &bundle, &f.keys.public, &[CIDR], &[]).code(0);
     assert_same(&installed, &root, "re-run after a crash in staging");
     assert!(!root.join(STATE).join("staging").exists());
+}
+
+#[test]
+fn pause_hook_lists_journal_points_and_stops_at_one_with_its_record_durable() {
+    // The test-only hook the booted-machine test cuts the power with
+    // (INSTALL_BUNDLE_TEST_PAUSE_AT): 0 lists every point and changes nothing
+    // else; N stops the installer (SIGSTOP) right after point N, whose
+    // journal record is on disk, and a kill there is rolled back like a crash.
+    let f = Fixture::new();
+    let bundle = f.bundle();
+    let clean = f.root("clean");
+    let before = listing(&clean);
+    let listed = kit::install(
+        &clean,
+        &bundle,
+        &f.keys.public,
+        &[CIDR],
+        &[("INSTALL_BUNDLE_TEST_PAUSE_AT", "0")],
+    );
+    listed.code(0);
+    let points: Vec<&str> = listed
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("install-bundle: test journal point "))
+        .collect();
+    assert!(points.len() > 20, "{listed}");
+    assert!(points[0].contains(r#"{"op":"begin""#), "{}", points[0]);
+    assert!(points.iter().any(|p| p.contains(": about to rename ")));
+    assert!(points.last().unwrap().ends_with(r#"{"op":"commit"}"#));
+    assert!(!listed.stderr.contains("test pause"), "{listed}");
+    let installed = listing(&clean);
+
+    let n = points.len() / 2;
+    let root = f.root("paused");
+    let mut child = Command::new(installer())
+        .args(kit::install_args(&root, &bundle, &f.keys.public, &[CIDR]))
+        .env("INSTALL_BUNDLE_TEST_PAUSE_AT", n.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "ended before pausing: {seen:?}"
+        );
+        if line.trim_end() == format!("install-bundle: test pause at journal point {n}") {
+            break;
+        }
+        seen.push(line);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+    assert_eq!(state, Some("T"), "not stopped: {stat}");
+    let journal = std::fs::read_to_string(root.join(STATE).join("journal")).unwrap();
+    let records = journal.lines().count();
+    let expected = points[..n]
+        .iter()
+        .filter(|p| !p.contains(": about to rename "))
+        .count();
+    assert_eq!(records, expected, "{journal}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_old_or_new(&before, &installed, &listing(&root), "paused, then killed");
+    let recovered = run(
+        &installer(),
+        ["recover".as_ref(), "--root".as_ref(), root.as_os_str()],
+        &[],
+    );
+    recovered.code(5).stdout_has("rolled back");
+    assert_same(&before, &root, "recovered after the pause");
 }
 
 /// A fixture root on a fresh tmpfs mounted at `f.path(name)`; `None` (with a

@@ -276,3 +276,99 @@ fn what_the_installer_creates_has_the_same_modes_whatever_the_umask() {
     assert!(l["var/lib/install-bundle/k8s-worker.json"].contains("mode=0644"));
     assert!(l["var/lib/kubelet"].contains("mode=0755"));
 }
+
+#[test]
+fn directories_below_run_come_back_at_every_boot_through_a_tmpfiles_entry() {
+    // Found on a booted machine (tests/tests/vm_worker.rs): the worker's
+    // /var/run/kubernetes is on the /run tmpfs, gone after a reboot, and
+    // `status` reported it missing. The installer writes a tmpfiles.d line
+    // for each directory below /run (as resolved inside the root), and
+    // systemd-tmpfiles — the oracle here — makes them again at boot.
+    let f = Fixture::new();
+    let first = [serde_json::json!({"kind": "directory",
+        "paths": ["/var/run/kubernetes", "/var/lib/app", "/run/app/sub"], "mode": "0750"})];
+    let spec = kit::files_only_spec(&first, &[]);
+    let path = kit::write_pinned_spec(&f, "run.json", &spec);
+    let b = f.build(&path, "run.tar.zst");
+    let root = f.root("root");
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    std::fs::create_dir_all(root.join("var")).unwrap();
+    std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+    kit::install(
+        &root,
+        &b,
+        &f.keys.public,
+        &["--set=POD_CIDR=10.0.0.0/24"],
+        &[],
+    )
+    .code(0);
+    let conf = root.join("etc/tmpfiles.d/install-bundle-files-only.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "d /run/kubernetes 0750 root root -",
+            "d /run/app/sub 0750 root root -"
+        ],
+        "{text}"
+    );
+    assert_eq!(mode(&conf), 0o644);
+    let status = |root: &Path| {
+        run(
+            &installer(),
+            [
+                "status".as_ref(),
+                "files-only".as_ref(),
+                "--root".as_ref(),
+                root.as_os_str(),
+            ],
+            &[],
+        )
+    };
+    status(&root).code(0).stdout_has(&format!(
+        "file       {} ok",
+        "/etc/tmpfiles.d/install-bundle-files-only.conf"
+    ));
+    // A reboot empties /run; systemd-tmpfiles-setup makes them again.
+    std::fs::remove_dir_all(root.join("run")).unwrap();
+    std::fs::create_dir(root.join("run")).unwrap();
+    status(&root)
+        .code(7)
+        .stdout_has("/var/run/kubernetes missing");
+    if bundle_tests::debootstrap::have("systemd-tmpfiles") {
+        let out = Command::new("systemd-tmpfiles")
+            .arg(format!("--root={}", root.display()))
+            .arg("--create")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        status(&root).code(0);
+        assert_eq!(mode(&root.join("run/kubernetes")), 0o750);
+    } else {
+        eprintln!("systemd-tmpfiles not installed: the boot is not replayed");
+    }
+    // A re-run changes nothing; a bundle without such directories has no file.
+    kit::install(
+        &root,
+        &b,
+        &f.keys.public,
+        &["--set=POD_CIDR=10.0.0.0/24"],
+        &[],
+    )
+    .code(0)
+    .stdout_has("0 changed");
+    let plain = kit::files_only_spec(&[], &[]);
+    let path = kit::write_pinned_spec(&f, "plain.json", &plain);
+    let b = f.build(&path, "plain.tar.zst");
+    let other = f.root("other");
+    kit::install(
+        &other,
+        &b,
+        &f.keys.public,
+        &["--set=POD_CIDR=10.0.0.0/24"],
+        &[],
+    )
+    .code(0);
+    assert!(!other.join("etc/tmpfiles.d").exists());
+}

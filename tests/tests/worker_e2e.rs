@@ -21,23 +21,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use bundle_tests::aptrepo::{Apt, Gpg, Signing, build_repo};
-use bundle_tests::cli::{Keys, Output, bundler, installer, keygen, run};
+use bundle_tests::aptrepo::{Gpg, Signing, build_repo};
+use bundle_tests::cli::{Output, keygen, run};
 use bundle_tests::debootstrap::{
     self, base_root, fresh_copy, installed_names, prerequisites, skip,
 };
 use bundle_tests::fixture::make_deb;
 use bundle_tests::kit;
-use bundle_tests::oci::TestImage;
 use bundle_tests::registry::Registry;
 use bundle_tests::server::{Behavior, Server};
 use bundle_tests::tree::{diff_listings, tree_hash, tree_listing};
+use bundle_tests::worker::{
+    self, Artifacts, ImageMirror, Installs, Loopback, OS_PACKAGES, POD_CIDR, bundler_build,
+    bundler_lock, copy_example, examples, manifest, read_json, standins, url_version, write_json,
+};
 use serde_json::{Value, json};
 
 /// `containerd.service` exactly as the seed procedure writes it.
@@ -55,91 +56,6 @@ const SEED_DIRECTORIES: &[&str] = &[
     "/var/lib/kubernetes",
     "/var/run/kubernetes",
 ];
-
-/// The seed's OS packages.
-const OS_PACKAGES: &[&str] = &["socat", "conntrack", "ipset"];
-
-/// This node's pod subnet.
-const POD_CIDR: &str = "172.16.1.0/24";
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_owned()
-}
-
-fn examples() -> PathBuf {
-    workspace().join("bundle-spec/examples")
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn write_json(path: &Path, v: &Value) {
-    std::fs::write(path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
-}
-
-fn os(p: &Path) -> OsString {
-    p.as_os_str().to_owned()
-}
-
-fn bundler_lock(spec: &Path, cache: &Path) -> Output {
-    run(
-        &bundler(),
-        [
-            os(Path::new("lock")),
-            os(spec),
-            "--cache".into(),
-            os(cache),
-            "--quiet".into(),
-        ],
-        &[],
-    )
-}
-
-fn bundler_build(spec: &Path, keys: &Keys, cache: &Path, out: &Path) -> Output {
-    run(
-        &bundler(),
-        [
-            os(Path::new("build")),
-            os(spec),
-            "--key".into(),
-            os(&keys.secret),
-            "--cache".into(),
-            os(cache),
-            "-o".into(),
-            os(out),
-            "--quiet".into(),
-            // The images' own registry (registry.k8s.io) is unreachable
-            // here; their loopback mirror answers at once.
-            "--retries".into(),
-            "0".into(),
-        ],
-        &[("SOURCE_DATE_EPOCH", "1700000000")],
-    )
-}
-
-/// The manifest inside a bundle.
-fn manifest(bundle: &Path) -> Value {
-    serde_json::from_slice(&kit::read_entries(bundle)[0].data).expect("manifest JSON")
-}
-
-/// Copies an example spec and its keyrings into `dir`.
-fn copy_example(dir: &Path, file: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    for e in std::fs::read_dir(examples().join("keys")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join("keys").join(e.file_name())).unwrap();
-    }
-    let spec = dir.join(file);
-    std::fs::copy(examples().join(file), &spec).unwrap();
-    spec
-}
 
 #[test]
 fn v1_21_example_is_refused_until_kube_proxy_is_pinned() {
@@ -588,144 +504,6 @@ fn lock_refuses_unsigned_altered_or_foreign_indexes() {
 // ---------------------------------------------------------------------------
 // The worker node on a real Debian root.
 
-/// A gzip-compressed tar of `entries` (`name`, content; `None` = directory).
-fn tgz(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(name).unwrap();
-        h.set_mtime(1_700_000_000);
-        h.set_uid(0);
-        h.set_gid(0);
-        match data {
-            Some(d) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o755);
-                h.set_size(d.len() as u64);
-                h.set_cksum();
-                b.append(&h, *d).unwrap();
-            }
-            None => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                h.set_cksum();
-                b.append(&h, &[][..]).unwrap();
-            }
-        }
-    }
-    let tar = b.into_inner().unwrap();
-    let mut child = Command::new("gzip")
-        .args(["-9", "-n", "-c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gzip");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&tar));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
-/// A stand-in executable: prints what the real one prints for `--version`.
-fn script(says: &str) -> Vec<u8> {
-    format!("#!/bin/sh\n# e2e stand-in\necho '{says}'\n").into_bytes()
-}
-
-/// The version in a release URL (`.../v1.30.4/...` → `v1.30.4`).
-fn url_version(url: &str) -> String {
-    url.split('/')
-        .find(|s| s.starts_with('v') && s[1..].starts_with(|c: char| c.is_ascii_digit()))
-        .unwrap_or("v0")
-        .to_owned()
-}
-
-/// Upstream-shaped stand-ins for the example's artifacts: for each, its bytes
-/// and the files it installs (root-relative path → bytes).
-/// Files an artifact installs: root-relative path and bytes.
-type Installs = Vec<(String, Vec<u8>)>;
-
-/// The release files: stand-ins, except containerd, which is Debian's real
-/// `containerd` package's binaries (`containerd`, in the upstream release
-/// layout) so that the images step really imports into it.
-fn standins(
-    example: &Value,
-    containerd: &[(String, Vec<u8>)],
-) -> BTreeMap<String, (Vec<u8>, Installs)> {
-    let mut out = BTreeMap::new();
-    for (name, a) in example["artifacts"].as_object().unwrap() {
-        let url = a["url"].as_str().unwrap();
-        let v = url_version(url);
-        let (bytes, installs) = match name.as_str() {
-            "runc" => {
-                let b = script(&format!("runc version {}", &v[1..]));
-                (b.clone(), vec![("usr/local/bin/runc".to_owned(), b)])
-            }
-            "crictl" => {
-                let b = script(&format!("crictl version {v}"));
-                (
-                    tgz(&[("crictl", Some(&b))]),
-                    vec![("usr/local/bin/crictl".into(), b)],
-                )
-            }
-            "containerd" => {
-                let files: Vec<(String, Vec<u8>)> = containerd
-                    .iter()
-                    .map(|(b, bytes)| (format!("bin/{b}"), bytes.clone()))
-                    .collect();
-                let mut entries: Vec<(&str, Option<&[u8]>)> = vec![("bin/", None)];
-                entries.extend(files.iter().map(|(n, b)| (n.as_str(), Some(&b[..]))));
-                // bin/* → /bin, which is usr/bin on a merged-/usr Debian.
-                let installs = files
-                    .iter()
-                    .map(|(n, b)| (format!("usr/{n}"), b.clone()))
-                    .collect();
-                (tgz(&entries), installs)
-            }
-            "cni-plugins" => {
-                let plugins = [
-                    "bandwidth",
-                    "bridge",
-                    "dhcp",
-                    "firewall",
-                    "host-device",
-                    "host-local",
-                    "ipvlan",
-                    "loopback",
-                    "macvlan",
-                    "portmap",
-                    "ptp",
-                    "sbr",
-                    "static",
-                    "tuning",
-                    "vlan",
-                    "vrf",
-                ];
-                let files: Vec<(String, Vec<u8>)> = plugins
-                    .iter()
-                    .map(|p| (format!("./{p}"), script(&format!("CNI {p} plugin {v}"))))
-                    .collect();
-                let mut entries: Vec<(&str, Option<&[u8]>)> = vec![("./", None)];
-                entries.extend(files.iter().map(|(n, b)| (n.as_str(), Some(&b[..]))));
-                let installs = files
-                    .iter()
-                    .map(|(n, b)| (format!("opt/cni/bin/{}", &n[2..]), b.clone()))
-                    .collect();
-                (tgz(&entries), installs)
-            }
-            k @ ("kubectl" | "kubelet" | "kube-proxy") => {
-                let b = script(&format!("Kubernetes {v}"));
-                (b.clone(), vec![(format!("usr/local/bin/{k}"), b)])
-            }
-            other => panic!("no stand-in for artifact {other}"),
-        };
-        out.insert(name.clone(), (bytes, installs));
-    }
-    out
-}
-
 /// `Package` → names in its `Pre-Depends` and `Depends` groups, from a
 /// `Packages` index.
 fn index_dependencies(packages: &str) -> BTreeMap<String, Vec<Vec<String>>> {
@@ -758,7 +536,7 @@ fn index_dependencies(packages: &str) -> BTreeMap<String, Vec<Vec<String>>> {
 }
 
 fn chroot(root: &Path, argv: &[&str]) -> Output {
-    let mut args: Vec<OsString> = vec![os(root)];
+    let mut args: Vec<OsString> = vec![root.as_os_str().to_owned()];
     args.extend(argv.iter().map(OsString::from));
     run(Path::new("chroot"), args, &[])
 }
@@ -770,8 +548,8 @@ struct Prepared {
     base: PathBuf,
     closure: Vec<(String, String)>,
     debs: Vec<PathBuf>,
-    /// Debian's containerd binaries (name, bytes).
-    containerd: Vec<(String, Vec<u8>)>,
+    /// The containerd artifact made of Debian's binaries.
+    containerd: (Vec<u8>, Installs),
     installer: PathBuf,
     seconds: f64,
 }
@@ -803,27 +581,14 @@ fn prepare() -> Result<Prepared, String> {
     ]) {
         return Err(why);
     }
-    let built = installer();
-    if !built.ends_with("static/install-bundle") {
-        return Err("the static installer is not built (run `make static`)".into());
+    if !Registry::available() || !Path::new(bundle_tests::oci::BUSYBOX).exists() {
+        return Err(
+            "the pause image needs docker-registry, openssl, htpasswd and busybox-static \
+                    (apt-get install docker-registry openssl apache2-utils busybox-static)"
+                .into(),
+        );
     }
-    // A snapshot, so that a concurrent `make static` rewriting the binary in
-    // place cannot hand a half-written file to the chroot.
-    std::fs::create_dir_all(debootstrap::cache_dir()).unwrap();
-    let installer = debootstrap::cache_dir().join("install-bundle");
-    let mut attempts = 0;
-    loop {
-        let tmp = debootstrap::cache_dir().join(format!(".install-bundle.{}", std::process::id()));
-        std::fs::copy(&built, &tmp).unwrap();
-        let ok = run(&tmp, ["--version"], &[]).code == 0;
-        std::fs::rename(&tmp, &installer).unwrap();
-        if ok {
-            break;
-        }
-        attempts += 1;
-        assert!(attempts < 10, "{} does not run", built.display());
-        std::thread::sleep(std::time::Duration::from_secs(3));
-    }
+    let installer = worker::static_installer_snapshot(&debootstrap::cache_dir())?;
     let t = Instant::now();
     let base = match base_root() {
         Ok(b) => b,
@@ -837,21 +602,12 @@ fn prepare() -> Result<Prepared, String> {
         Err(e) => panic!("debootstrap: {e}"),
     };
     eprintln!("e2e: Debian root ready after {:.1?}", t.elapsed());
-    let baseline_text =
-        std::fs::read_to_string(workspace().join("builder/baselines/debian-12-minbase.status"))
-            .unwrap();
-    let apt = Apt::new(&debootstrap::cache_dir().join("apt"), &baseline_text).unwrap();
-    apt.update(false).unwrap();
-    let mut closure = apt.closure(OS_PACKAGES).unwrap();
-    let debs = match apt.download(&closure) {
-        Ok(d) => d,
-        Err(_) => {
-            // The lists are older than the mirror (a point release): refresh once.
-            apt.update(true).unwrap();
-            closure = apt.closure(OS_PACKAGES).unwrap();
-            apt.download(&closure).unwrap()
-        }
-    };
+    let worker::OsPackages {
+        apt,
+        baseline: baseline_text,
+        closure,
+        debs,
+    } = worker::os_packages().unwrap();
 
     // The built-in baseline is what minbase installs: the cached root is
     // minbase + systemd, so it holds the baseline plus exactly systemd's closure.
@@ -883,36 +639,9 @@ fn prepare() -> Result<Prepared, String> {
         systemd,
         "debootstrap --variant=minbase installed packages debian-12-minbase does not list"
     );
-    // Debian's containerd, for the release tarball's binaries.
-    let ctd = apt
-        .closure(&["containerd"])
-        .unwrap()
-        .into_iter()
-        .filter(|(n, _)| n == "containerd")
-        .collect::<Vec<_>>();
-    let ctd_deb = apt.download(&ctd).unwrap().remove(0);
+    // Debian's containerd, in the release tarball's layout.
     let x = tempfile::tempdir().unwrap();
-    debootstrap::sh(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&ctd_deb)
-            .arg(x.path()),
-    )?;
-    let containerd = [
-        "containerd",
-        "containerd-shim",
-        "containerd-shim-runc-v1",
-        "containerd-shim-runc-v2",
-        "containerd-stress",
-        "ctr",
-    ]
-    .iter()
-    .filter_map(|b| {
-        std::fs::read(x.path().join("usr/bin").join(b))
-            .ok()
-            .map(|bytes| ((*b).to_owned(), bytes))
-    })
-    .collect();
+    let containerd = worker::debian_containerd(&apt, x.path())?;
     Ok(Prepared {
         base,
         closure,
@@ -956,63 +685,20 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
 
     // The repository, the stand-ins, and the example spec pointed at them.
     let work = tempfile::tempdir().unwrap();
-    let www = work.path().join("www");
-    let gpg = Gpg::new("e2e bookworm mirror").unwrap();
-    let packages_index = build_repo(
-        &www.join("debian"),
-        &p.debs,
-        "bookworm",
-        "amd64",
-        &gpg,
-        Signing {
-            inrelease: true,
-            release_gpg: false,
-        },
-    )
-    .unwrap();
-    let server = Server::serve_dir(&www);
+    let lo = Loopback::new(&work.path().join("www"), &p.debs).unwrap();
+    let (www, server, packages_index) = (&lo.www, &lo.server, &lo.packages_index);
     let example = read_json(&examples().join(file));
-    let standins = standins(&example, &p.containerd);
-    let mut spec = example.clone();
-    // The pause image: upstream's digest cannot be fetched offline, so a
-    // stand-in is served by a loopback registry as a mirror of the same ref
-    // (containerd's sandbox_image and the kubelet's flag still name it).
-    let registry = Registry::plain();
-    let pause = TestImage::pause();
-    let pause_ref = example["images"]["pause"]["ref"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (pause_repo, pause_tag) = {
-        let name = pause_ref.split_once('/').unwrap().1;
-        let (r, t) = name.rsplit_once(':').unwrap();
-        (r.to_owned(), t.to_owned())
-    };
-    pause.push(&registry, &pause_repo, &pause_tag);
-    spec["images"]["pause"] = json!({
-        "ref": pause_ref,
-        "digest": pause.digest(),
-        "mirrors": [format!("{}/{pause_repo}", registry.host())],
-    });
-    for (name, (bytes, _)) in &standins {
-        let url = example["artifacts"][name]["url"].as_str().unwrap();
-        let rel = url.strip_prefix("https://").unwrap();
-        let path = www.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, bytes).unwrap();
-        spec["artifacts"][name] = json!({
-            "url": server.url(rel),
-            "sha256": bundle_spec::Sha256Digest::of(bytes).to_hex(),
-            "size": bytes.len(),
-        });
-    }
-    spec["apt"]["sources"][0]["url"] = json!(server.url("debian"));
-    spec["apt"]["sources"][0]["keyring"] = json!("keys/e2e-mirror.gpg");
-    // The example's expiry is a release decision; the test must not age.
-    spec.as_object_mut().unwrap().remove("expires");
+    let mut standins: Artifacts = standins(&example);
+    // containerd is Debian's real one, so that the images step really
+    // imports into it.
+    standins.insert("containerd".to_owned(), p.containerd.clone());
+    // The pause image: a stand-in served by a loopback registry as a mirror
+    // of the example's ref.
+    let images = ImageMirror::new(&example);
+    let (pause_ref, pause_digest) = (images.image_ref("pause"), images.digest("pause"));
     let spec_dir = work.path().join("spec");
-    std::fs::create_dir_all(spec_dir.join("keys")).unwrap();
-    gpg.export(&spec_dir.join("keys/e2e-mirror.gpg")).unwrap();
+    let mut spec = lo.rewrite(&example, &standins, &spec_dir);
+    images.rewrite(&mut spec);
     let spec_path = spec_dir.join(file);
     write_json(&spec_path, &spec);
     mark("signed repository + stand-ins", &mut t);
@@ -1037,7 +723,7 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
         p.closure.iter().cloned().collect::<BTreeSet<_>>(),
         "bundler lock and apt-get disagree on the closure of {OS_PACKAGES:?}"
     );
-    let deps = index_dependencies(&std::fs::read_to_string(&packages_index).unwrap());
+    let deps = index_dependencies(&std::fs::read_to_string(packages_index).unwrap());
     let names: Vec<&str> = locked.iter().map(|(n, _)| n.as_str()).collect();
     for (i, name) in names.iter().enumerate() {
         for group in &deps[*name] {
@@ -1170,15 +856,14 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
     chroot(&root, &["/install-bundle", "status", "k8s-worker"])
         .code(0)
         .stdout_has(&format!(
-            "image      {pause_ref} {} ok (pinned)",
-            pause.digest()
+            "image      {pause_ref} {pause_digest} ok (pinned)"
         ));
     // Nothing of the build machine's kernel was touched from the chroot.
     let out = install_log.clone();
     for skipped in [
         "skip modprobe overlay",
         "skip modprobe br_netfilter",
-        "skip sysctl --system",
+        "skip /lib/systemd/systemd-sysctl",
     ] {
         assert!(out.contains(skipped), "{skipped}:\n{out}");
     }
