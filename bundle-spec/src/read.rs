@@ -13,7 +13,7 @@ use crate::limits::Limits;
 use crate::names::ArtifactName;
 use crate::report::Reporter;
 use crate::sign::{KeyId, Signature, SignatureError, TrustedKeys};
-use crate::spec::{Manifest, ManifestArtifact};
+use crate::spec::{Manifest, ManifestArtifact, ManifestSbom};
 use crate::tarfmt::{self, Block, HeaderProblem};
 use crate::validate::{ValidationErrors, parse_manifest};
 
@@ -462,15 +462,7 @@ impl<R: Read> BundleReader<R> {
             None => None,
             Some(expected) => {
                 let bytes = read_small_entry(&mut z, 2, SBOM_ENTRY, limits.max_sbom_bytes)?;
-                let actual = Sha256Digest::of(&bytes);
-                if actual != expected.sha256 || bytes.len() as u64 != expected.size {
-                    return Err(ReadError::SbomDigest {
-                        expected: expected.sha256,
-                        actual,
-                        expected_size: expected.size,
-                        actual_size: bytes.len() as u64,
-                    });
-                }
+                check_sbom(expected, &bytes)?;
                 Some(bytes)
             }
         };
@@ -624,6 +616,22 @@ impl<R: Read> BundleReader<R> {
             sbom: self.sbom,
         })
     }
+}
+
+/// Step 6 of FORMAT.md's verification, for SBOM bytes read from a bundle or
+/// kept since (`install-bundle stage`): exactly the manifest's size and
+/// SHA-256, else [`ReadError::SbomDigest`].
+pub fn check_sbom(expected: &ManifestSbom, bytes: &[u8]) -> Result<(), ReadError> {
+    let actual = Sha256Digest::of(bytes);
+    if actual != expected.sha256 || bytes.len() as u64 != expected.size {
+        return Err(ReadError::SbomDigest {
+            expected: expected.sha256,
+            actual,
+            expected_size: expected.size,
+            actual_size: bytes.len() as u64,
+        });
+    }
+    Ok(())
 }
 
 /// Steps 4 and 5 of FORMAT.md's verification, for a manifest and its

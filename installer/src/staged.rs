@@ -30,7 +30,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::{Path, PathBuf};
 
 use bundle_spec::format::{MANIFEST_ENTRY, SBOM_ENTRY, SIGNATURE_ENTRY};
-use bundle_spec::read::{ReadError, parse_signature, verify_manifest};
+use bundle_spec::read::{ReadError, check_sbom, parse_signature, verify_manifest};
 use bundle_spec::sign::{KeyId, TrustedKeys};
 use bundle_spec::spec::Manifest;
 use bundle_spec::{Limits, Sha256Digest};
@@ -368,13 +368,7 @@ pub fn load(
         None => None,
         Some(expected) => {
             let bytes = read_bounded(&dir.join(SBOM_ENTRY), limits.max_sbom_bytes)?;
-            let actual = Sha256Digest::of(&bytes);
-            if actual != expected.sha256 || bytes.len() as u64 != expected.size {
-                return Err(damaged(format!(
-                    "{SBOM_ENTRY}: does not match the manifest: expected sha256 {}, the staged file has {actual}",
-                    expected.sha256
-                )));
-            }
+            check_sbom(expected, &bytes).map_err(verify_err)?;
             Some(bytes)
         }
     };

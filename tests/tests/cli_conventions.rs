@@ -4,7 +4,49 @@
 
 use std::path::Path;
 
-use bundle_tests::cli::{bundler, run};
+use bundle_tests::cli::{Output, bundler, installer, run};
+
+/// `PROGRAM SUB --help` for each of `subs` exits 0 and ends with an
+/// "Examples:" section that shows `PROGRAM SUB`.
+fn assert_help_ends_with_examples(bin: &Path, program: &str, subs: &[&str]) {
+    for sub in subs {
+        let out = run(bin, [sub, &"--help"], &[]);
+        out.code(0);
+        let tail = out.stdout.rsplit("Examples:").next().unwrap();
+        assert!(
+            out.stdout.contains("\nExamples:\n") && tail.contains(&format!("{program} {sub}")),
+            "{program} {sub} --help has no examples of itself at its end:\n{}",
+            out.stdout
+        );
+    }
+}
+
+/// `PROGRAM completions SHELL` for bash, zsh and fish: exit 0, nothing on
+/// stderr, the shell's own marker, every one of `subs`; the bash script
+/// parses (`bash -n`). Returns the three outputs.
+fn assert_completions(bin: &Path, program: &str, subs: &[&str], markers: [&str; 3]) -> Vec<Output> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for (shell, marker) in ["bash", "zsh", "fish"].into_iter().zip(markers) {
+        let out = run(bin, ["completions", shell], &[]);
+        out.code(0).stderr_empty().stdout_has(marker);
+        for sub in subs {
+            out.stdout_has(sub);
+        }
+        if shell == "bash" {
+            let script = dir.path().join(format!("{program}.bash"));
+            std::fs::write(&script, &out.stdout).unwrap();
+            let check = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(check.status.success(), "{check:?}");
+        }
+        outs.push(out);
+    }
+    outs
+}
 
 const BUNDLER_SUBCOMMANDS: &[&str] = &[
     "build",
@@ -24,43 +66,21 @@ const BUNDLER_SUBCOMMANDS: &[&str] = &[
 
 #[test]
 fn every_bundler_subcommand_help_ends_with_examples() {
-    for sub in BUNDLER_SUBCOMMANDS {
-        let out = run(&bundler(), [sub, &"--help"], &[]);
-        out.code(0);
-        let tail = out.stdout.rsplit("Examples:").next().unwrap();
-        assert!(
-            out.stdout.contains("\nExamples:\n") && tail.contains(&format!("bundler {sub}")),
-            "bundler {sub} --help has no examples of itself at its end:\n{}",
-            out.stdout
-        );
-    }
+    assert_help_ends_with_examples(&bundler(), "bundler", BUNDLER_SUBCOMMANDS);
 }
 
 #[test]
 fn bundler_completions_are_valid_scripts_for_each_shell() {
-    let dir = tempfile::tempdir().unwrap();
-    for (shell, marker) in [
-        ("bash", "complete -F _bundler"),
-        ("zsh", "#compdef bundler"),
-        ("fish", "complete -c bundler"),
-    ] {
-        let out = run(&bundler(), ["completions", shell], &[]);
-        out.code(0).stderr_empty().stdout_has(marker);
-        // Every subcommand is completed.
-        for sub in BUNDLER_SUBCOMMANDS {
-            out.stdout_has(sub);
-        }
-        if shell == "bash" {
-            let script = dir.path().join("bundler.bash");
-            std::fs::write(&script, &out.stdout).unwrap();
-            let check = std::process::Command::new("bash")
-                .arg("-n")
-                .arg(&script)
-                .output()
-                .unwrap();
-            assert!(check.status.success(), "{check:?}");
-        }
-    }
+    assert_completions(
+        &bundler(),
+        "bundler",
+        BUNDLER_SUBCOMMANDS,
+        [
+            "complete -F _bundler",
+            "#compdef bundler",
+            "complete -c bundler",
+        ],
+    );
     run(&bundler(), ["completions", "tcsh"], &[])
         .code(2)
         .stderr_has("invalid value 'tcsh'");
@@ -104,41 +124,21 @@ const INSTALLER_SUBCOMMANDS: &[&str] = &[
 
 #[test]
 fn every_install_bundle_subcommand_help_ends_with_examples() {
-    for sub in INSTALLER_SUBCOMMANDS {
-        let out = run(&bundle_tests::cli::installer(), [sub, &"--help"], &[]);
-        out.code(0);
-        let tail = out.stdout.rsplit("Examples:").next().unwrap();
-        assert!(
-            out.stdout.contains("\nExamples:\n") && tail.contains(&format!("install-bundle {sub}")),
-            "install-bundle {sub} --help has no examples of itself at its end:\n{}",
-            out.stdout
-        );
-    }
+    assert_help_ends_with_examples(&installer(), "install-bundle", INSTALLER_SUBCOMMANDS);
 }
 
 #[test]
 fn install_bundle_completions_cover_every_subcommand_in_each_shell() {
-    let dir = tempfile::tempdir().unwrap();
-    for (shell, marker) in [
-        ("bash", "complete -F _install__bundle"),
-        ("zsh", "#compdef install-bundle"),
-        ("fish", "complete -c install-bundle"),
-    ] {
-        let out = run(&bundle_tests::cli::installer(), ["completions", shell], &[]);
-        out.code(0).stderr_empty().stdout_has(marker);
-        for sub in INSTALLER_SUBCOMMANDS {
-            out.stdout_has(sub);
-        }
+    for out in assert_completions(
+        &installer(),
+        "install-bundle",
+        INSTALLER_SUBCOMMANDS,
+        [
+            "complete -F _install__bundle",
+            "#compdef install-bundle",
+            "complete -c install-bundle",
+        ],
+    ) {
         out.stdout_has("trusted-key");
-        if shell == "bash" {
-            let script = dir.path().join("install-bundle.bash");
-            std::fs::write(&script, &out.stdout).unwrap();
-            let check = std::process::Command::new("bash")
-                .arg("-n")
-                .arg(&script)
-                .output()
-                .unwrap();
-            assert!(check.status.success(), "{check:?}");
-        }
     }
 }
