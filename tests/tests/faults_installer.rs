@@ -250,9 +250,21 @@ fn pause_hook_lists_journal_points_and_stops_at_one_with_its_record_durable() {
         }
         seen.push(line);
     }
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-    let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
-    assert_eq!(state, Some("T"), "not stopped: {stat}");
+    // The installer prints the line, then stops itself: wait for the stop
+    // rather than racing it (a loaded machine can run the reader first).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+        if state == Some("T") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not stopped 30 s after its pause line: {stat}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let journal = std::fs::read_to_string(root.join(STATE).join("journal")).unwrap();
     let records = journal.lines().count();
     let expected = points[..n]

@@ -745,7 +745,8 @@ fn worker_bundle_on_a_booted_machine_installs_survives_reboot_upgrade_and_power_
              until grep -q '^install-bundle: test pause at journal point {point}$' /run/apply.log; do\n\
                read -r _ _ st _ </proc/$pid/stat 2>/dev/null && [ \"$st\" != Z ] || {{ cat /run/apply.log; exit 1; }}\n\
                sleep 0.05\n\
-             done",
+             done\n\
+             until read -r _ _ st _ </proc/$pid/stat && [ \"$st\" = T ]; do sleep 0.05; done",
             s2.file
         ));
         paused.code(0);
