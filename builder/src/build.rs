@@ -116,6 +116,9 @@ pub enum BuildError {
     #[error(transparent)]
     Sbom(#[from] crate::sbom::SbomError),
     /// Writing the bundle failed.
+    /// The differential bundle could not be made.
+    #[error(transparent)]
+    Differential(#[from] crate::differential::DifferentialError),
     #[error("writing {path}: {source}")]
     Write {
         /// The output.
@@ -241,6 +244,11 @@ pub struct BuildOptions {
     pub level: i32,
     /// How registries are reached.
     pub registry: crate::registry::RegistryOptions,
+    /// `--base OLD`: build a differential bundle against this base bundle,
+    /// verified with these keys.
+    pub base: Option<(PathBuf, bundle_spec::sign::TrustedKeys)>,
+    /// `--full-output`: also write the full bundle of the same build here.
+    pub full_out: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -256,6 +264,8 @@ pub struct Built {
     pub manifest_sha256: bundle_spec::Sha256Digest,
     /// Size of the bundle file.
     pub size: u64,
+    /// With `--full-output`: the full bundle's path and size.
+    pub full: Option<(PathBuf, u64)>,
     /// How each artifact was obtained.
     pub fetched: Vec<Fetched>,
     /// What each image took.
@@ -315,6 +325,15 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
             expires,
         });
     }
+    // The base is checked before anything is downloaded.
+    let base = match &opts.base {
+        Some((path, trusted)) => {
+            let base = crate::differential::read_base(path, trusted)?;
+            crate::differential::check_base(&base, &spec.name, spec.serial)?;
+            Some(base)
+        }
+        None => None,
+    };
     let created =
         Timestamp::now_or_source_date_epoch().map_err(|e| BuildError::Options(e.to_string()))?;
     let out = opts
@@ -442,6 +461,59 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         .collect();
     let (sbom, sbom_entry) = crate::sbom::make(&manifest, &paths, &layouts)?;
     manifest.sbom = Some(sbom_entry);
+    let blobs = layouts
+        .iter()
+        .map(|l| {
+            (
+                l.image.name.clone(),
+                l.image.blobs.iter().map(|b| b.digest).collect(),
+            )
+        })
+        .collect();
+    let full = match &opts.full_out {
+        Some(full_out) if base.is_some() => {
+            let w = write_signed(full_out, &manifest, &sbom, &paths, &opts, reporter)?;
+            Some((full_out.clone(), w.size))
+        }
+        _ => None,
+    };
+    if let Some(base) = &base {
+        manifest.base = Some(crate::differential::base_for(
+            base, &manifest, &paths, &blobs,
+        )?);
+    }
+    let written = write_signed(&out, &manifest, &sbom, &paths, &opts, reporter)?;
+    Ok(Built {
+        bundle: out,
+        signature: written.signature,
+        manifest_sha256: written.manifest_sha256,
+        manifest,
+        size: written.size,
+        full,
+        fetched,
+        images,
+    })
+}
+
+/// A written bundle file.
+struct WrittenBundle {
+    signature: PathBuf,
+    manifest_sha256: bundle_spec::Sha256Digest,
+    size: u64,
+}
+
+/// Packs and signs `manifest` into `out` and its detached signature beside
+/// it: into temporary files renamed into place, so that a failure leaves no
+/// partial output.
+fn write_signed(
+    out: &Path,
+    manifest: &Manifest,
+    sbom: &[u8],
+    paths: &std::collections::BTreeMap<&ArtifactName, &Path>,
+    opts: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<WrittenBundle, BuildError> {
+    let out = out.to_path_buf();
     let out_err = |source| BuildError::Output {
         path: out.clone(),
         source,
@@ -469,8 +541,8 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
         ..
     } = write_bundle(
         BufWriter::with_capacity(1 << 20, tmp.as_file()),
-        &manifest,
-        Some(&sbom),
+        manifest,
+        Some(sbom),
         &opts.key,
         &mut |name, _| Ok(Box::new(File::open(paths[name])?) as Box<dyn Read>),
         WriteOptions {
@@ -521,13 +593,9 @@ pub fn build(opts: BuildOptions, reporter: &dyn Reporter) -> Result<Built, Build
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(Built {
-        bundle: out,
+    Ok(WrittenBundle {
         signature: sig_path,
         manifest_sha256: bundle_spec::Sha256Digest::of(&manifest_bytes),
-        manifest,
         size: file_size,
-        fetched,
-        images,
     })
 }

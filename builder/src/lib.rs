@@ -3,6 +3,7 @@ pub mod build;
 pub mod cache;
 pub mod content;
 pub mod diff;
+pub mod differential;
 pub mod fetch;
 pub mod images;
 pub mod keys;

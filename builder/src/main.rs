@@ -50,7 +50,7 @@ struct Cli {
 enum Command {
     /// Download, verify, pack and sign the artifacts of a spec into one bundle.
     #[command(
-        after_help = "Examples:\n  bundler build k8s-worker.json --key ~/secure/release.key\n  bundler build k8s-worker.json --key release.key -o out/worker.tar.zst --jobs 8 --level 19\n  SOURCE_DATE_EPOCH=1700000000 bundler build k8s-worker.json --key release.key --offline"
+        after_help = "Examples:\n  bundler build k8s-worker.json --key ~/secure/release.key\n  bundler build k8s-worker.json --key release.key -o out/worker.tar.zst --jobs 8 --level 19\n  SOURCE_DATE_EPOCH=1700000000 bundler build k8s-worker.json --key release.key --offline\n  bundler build k8s-worker.json --key release.key --base worker-1.tar.zst -o worker-2.diff.tar.zst --full-output worker-2.tar.zst"
     )]
     Build {
         /// The spec (JSON).
@@ -68,10 +68,23 @@ enum Command {
         fetch: FetchArgs,
         #[command(flatten)]
         registry: RegistryArgs,
+        /// Build a differential bundle for hosts that have this bundle
+        /// installed: leave out every artifact whose bytes and uses are
+        /// unchanged since it.
+        #[arg(long, value_name = "OLD.tar.zst")]
+        base: Option<PathBuf>,
+        /// Public key(s) that the base bundle must be signed by [default:
+        /// the signing key's].
+        #[arg(long, value_name = "PUB", requires = "base")]
+        base_key: Vec<PathBuf>,
+        /// With --base: also write the full bundle of the same build here
+        /// (the fallback for hosts the differential one refuses).
+        #[arg(long, value_name = "FILE", requires = "base")]
+        full_output: Option<PathBuf>,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
-        /// No progress output.
+        /// Print errors only.
         #[arg(short, long)]
         quiet: bool,
     },
@@ -497,10 +510,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             level,
             fetch,
             registry,
+            base,
+            base_key,
+            full_output,
             json,
             quiet,
         } => {
             let key = load_secret(&key)?;
+            let base = match base {
+                Some(path) => {
+                    let trusted = if base_key.is_empty() {
+                        let mut t = bundle_spec::sign::TrustedKeys::new();
+                        t.add(key.public(), "the signing key");
+                        t
+                    } else {
+                        load_trusted(&base_key).map_err(TrustedKeyError)?
+                    };
+                    Some((path, trusted))
+                }
+                None => None,
+            };
             let progress = Progress::new(Display::detect(quiet));
             let result = build(
                 BuildOptions {
@@ -511,6 +540,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     fetch: fetch.options(),
                     level,
                     registry: registry.options(),
+                    base,
+                    full_out: full_output,
                 },
                 &progress,
             );
@@ -538,9 +569,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "serial": m.serial, "created": m.created, "key_id": built_key_id(&built.signature),
                         "manifest_sha256": built.manifest_sha256, "size": built.size, "artifacts": artifacts,
                         "images": images,
+                        "base": m.base.as_ref().map(|b| json!({"name": b.name, "serial": b.serial,
+                            "manifest_sha256": b.manifest_sha256, "omitted": b.omitted.keys().collect::<Vec<_>>(),
+                            "omitted_bytes": m.artifacts.iter().filter(|(n, _)| m.is_omitted(n)).map(|(_, a)| a.size).sum::<u64>()})),
+                        "full": built.full.as_ref().map(|(p, size)| json!({"bundle": p, "size": size})),
                     }))?
                 );
-            } else {
+            } else if !quiet {
                 outln!(
                     "built {} {} (serial {}): {} ({}), {} artifacts ({} downloaded, {} from cache){}, signed by key {}",
                     m.name,
@@ -569,6 +604,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         i.blobs_downloaded,
                         i.blobs_cached
                     );
+                }
+                if let Some(b) = &m.base {
+                    let left_out: u64 = m
+                        .artifacts
+                        .iter()
+                        .filter(|(n, _)| m.is_omitted(n))
+                        .map(|(_, a)| a.size)
+                        .sum();
+                    outln!(
+                        "differential: for hosts with serial {} installed; {} of {} artifacts left out ({}): {}",
+                        b.serial,
+                        b.omitted.len(),
+                        m.artifacts.len(),
+                        HumanBytes(left_out),
+                        b.omitted
+                            .keys()
+                            .map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                if let Some((p, size)) = &built.full {
+                    outln!("full bundle: {} ({})", p.display(), HumanBytes(*size));
                 }
                 outln!("detached signature: {}", built.signature.display());
             }

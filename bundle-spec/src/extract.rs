@@ -111,7 +111,8 @@ impl Default for ExtractLimits {
 }
 
 /// What a selected member is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
 pub enum MemberKind {
     /// A regular file.
     File {
@@ -145,13 +146,14 @@ impl MemberKind {
 }
 
 /// One selected member of an archive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     /// Where it goes, relative to `dest` (after `strip_components`).
     pub path: MemberPath,
     /// Its name as stored in the archive (for messages).
     pub stored: String,
     /// What it is.
+    #[serde(flatten)]
     pub kind: MemberKind,
 }
 

@@ -106,6 +106,7 @@ impl spec::Manifest {
             images: std::collections::BTreeMap::new(),
             steps: spec.steps.clone(),
             sbom: None,
+            base: None,
         })
     }
 }

@@ -524,8 +524,7 @@ impl<R: Read> BundleReader<R> {
         let mut total = 0u64;
         let artifacts: Vec<(ArtifactName, ManifestArtifact)> = self
             .manifest
-            .artifacts
-            .iter()
+            .carried()
             .map(|(n, a)| (n.clone(), a.clone()))
             .collect();
         let first = 2 + usize::from(self.sbom.is_some());

@@ -314,6 +314,73 @@ pub struct Manifest {
     /// built before SBOMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<ManifestSbom>,
+    /// Present in a differential bundle only: the release it applies to,
+    /// and the artifacts it leaves out because that release installed them
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<ManifestBase>,
+}
+
+/// The base of a differential bundle (`bundler build --base OLD`): the one
+/// release whose receipt a host must have for the bundle to install there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestBase {
+    /// The base's bundle name (always this bundle's name).
+    pub name: BundleName,
+    /// The base's serial (lower than this bundle's).
+    pub serial: Serial,
+    /// The base's release digest ([`Manifest::release_sha256`]): what the
+    /// receipt of a host that installed it records as `manifest_sha256`.
+    pub manifest_sha256: Sha256Digest,
+    /// The artifacts left out, each with what it put on a host, so that the
+    /// installer can check on disk, by sha256, that it is still there and
+    /// plan exactly as it would with the bytes.
+    pub omitted: BTreeMap<ArtifactName, OmittedArtifact>,
+}
+
+/// What an omitted artifact put on a host (see [`ManifestBase::omitted`]).
+/// A `binary` step's output is the step's `dest` with the artifact's sha256;
+/// the other kinds record theirs here.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OmittedArtifact {
+    /// An `extract` step's archive: the selected members, as the installer's
+    /// scan of the archive gives them ([`crate::extract::scan`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<crate::extract::Member>,
+    /// A `.deb` of a `debs` step: the package, and the files it installs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<OmittedPackage>,
+    /// An image: the digests of its blobs (index or manifest, config,
+    /// layers) that containerd's content store must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<crate::image::OciDigest>,
+}
+
+/// A Debian package an omitted `.deb` installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OmittedPackage {
+    /// `Package`.
+    pub name: String,
+    /// `Version`.
+    pub version: String,
+    /// `Architecture`.
+    pub architecture: String,
+    /// Its regular files but conffiles (which dpkg lets the administrator
+    /// change): absolute path and sha256.
+    pub files: Vec<PackageFile>,
+}
+
+/// One file of a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageFile {
+    /// Absolute path on the host (`/usr/bin/socat`).
+    pub path: String,
+    /// Digest of its bytes.
+    pub sha256: Sha256Digest,
 }
 
 /// The SBOM entry as recorded in the manifest: the signature covers its
@@ -354,12 +421,41 @@ impl Manifest {
         out
     }
 
-    /// The sum of all artifact sizes.
+    /// The sum of the sizes of the artifacts the bundle carries (all of
+    /// them but a differential bundle's omitted ones).
     pub fn total_artifact_bytes(&self) -> u64 {
-        self.artifacts
-            .values()
-            .map(|a| a.size)
+        self.carried()
+            .map(|(_, a)| a.size)
             .fold(0u64, u64::saturating_add)
+    }
+
+    /// Whether `name` is an artifact a differential bundle leaves out.
+    pub fn is_omitted(&self, name: &ArtifactName) -> bool {
+        self.base
+            .as_ref()
+            .is_some_and(|b| b.omitted.contains_key(name))
+    }
+
+    /// The artifacts the bundle carries, in entry (name) order: every one but
+    /// a differential bundle's omitted ones.
+    pub fn carried(&self) -> impl Iterator<Item = (&ArtifactName, &ManifestArtifact)> {
+        self.artifacts.iter().filter(|(n, _)| !self.is_omitted(n))
+    }
+
+    /// The digest that identifies the release on a host (its receipt's
+    /// `manifest_sha256`): SHA-256 of `manifest_bytes` for a full bundle; for
+    /// a differential one, of the manifest without `base`, which is the
+    /// manifest of the full bundle of the same build. A host upgraded with a
+    /// differential bundle is then exactly where the full bundle takes it.
+    pub fn release_sha256(&self, manifest_bytes: &[u8]) -> Sha256Digest {
+        if self.base.is_none() {
+            return Sha256Digest::of(manifest_bytes);
+        }
+        let full = Manifest {
+            base: None,
+            ..self.clone()
+        };
+        Sha256Digest::of(&full.to_bytes())
     }
 
     /// The trusted comment the manifest's signature must carry: `name version serial`.

@@ -939,6 +939,34 @@ fn validate_manifest_into(m: &Manifest, limits: &Limits, c: &mut Collector) {
             );
         }
     }
+    if let Some(base) = &m.base {
+        if base.name != m.name {
+            c.push(
+                "base.name",
+                format!(
+                    "a differential bundle of {} cannot apply to {}",
+                    m.name, base.name
+                ),
+            );
+        }
+        if base.serial >= m.serial {
+            c.push(
+                "base.serial",
+                format!(
+                    "the base's serial {} is not lower than the bundle's {}",
+                    base.serial, m.serial
+                ),
+            );
+        }
+        for name in base.omitted.keys() {
+            if !m.artifacts.contains_key(name) {
+                c.push(
+                    format!("base.omitted.{name}"),
+                    "not an artifact of the manifest",
+                );
+            }
+        }
+    }
     let mut total: u64 = 0;
     for (name, a) in &m.artifacts {
         let path = format!("artifacts.{name}");

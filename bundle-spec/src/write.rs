@@ -181,7 +181,7 @@ pub fn write_bundle<W: Write>(
 
     reporter.on_phase("pack");
     let mut buf = vec![0u8; 1 << 20];
-    for (name, artifact) in &manifest.artifacts {
+    for (name, artifact) in manifest.carried() {
         let entry = format!("{ARTIFACT_PREFIX}{name}");
         let h = tarfmt::header(&entry, artifact.size, mtime)
             .map_err(io_err(format!("writing {entry}")))?;

@@ -246,6 +246,78 @@ pub fn read_copyright(path: impl AsRef<Path>, package: &str) -> Result<Option<St
     Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
+/// One regular file a package installs ([`package_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageFile {
+    /// Absolute path (`/usr/bin/socat`).
+    pub path: String,
+    /// SHA-256 of its bytes.
+    pub sha256: [u8; 32],
+}
+
+/// The regular files of a `.deb`'s data member with their SHA-256, but its
+/// conffiles (listed in the control member's `conffiles`, which dpkg lets the
+/// administrator change): what must be on a host, byte for byte, while the
+/// package is installed. Streams the data member once.
+pub fn package_files(path: impl AsRef<Path>) -> Result<Vec<PackageFile>, DebError> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|source| DebError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = DebReader {
+        reader: BufReader::new(file),
+        path,
+    };
+    reader.start()?;
+    let mut conffiles: Vec<String> = Vec::new();
+    loop {
+        let member = reader
+            .member_header()?
+            .ok_or_else(|| reader.not_deb("no data.tar member"))?;
+        if member.name.starts_with("control.tar") {
+            let bytes = reader.member_file(&member, "conffiles", MAX_CONTROL_SIZE)?;
+            if let Some(b) = bytes {
+                conffiles = String::from_utf8_lossy(&b)
+                    .lines()
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    // `remove-on-upgrade /etc/x` (dpkg 1.20.1): the path is the last word.
+                    .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+                    .collect();
+            }
+            if member.size % 2 == 1 {
+                reader.skip_bytes(1, &member.name)?;
+            }
+            continue;
+        }
+        if !member.name.starts_with("data.tar") {
+            reader.skip(&member)?;
+            continue;
+        }
+        let mut out = Vec::new();
+        reader.for_each_tar_entry(&member, "data.tar", &mut |entry| {
+            if !entry.header().entry_type().is_file() {
+                return Ok(false);
+            }
+            let entry_path = entry.path()?.into_owned();
+            let rel = entry_path.strip_prefix(".").unwrap_or(&entry_path);
+            let abs = format!("/{}", rel.to_string_lossy().trim_start_matches('/'));
+            if conffiles.contains(&abs) {
+                return Ok(false);
+            }
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            io::copy(entry, &mut hasher)?;
+            out.push(PackageFile {
+                path: abs,
+                sha256: sha2::Digest::finalize(hasher).into(),
+            });
+            Ok(false)
+        })?;
+        return Ok(out);
+    }
+}
+
 /// Reads the `control` file of a `.deb` from `reader`; `path` is only used
 /// to name the package in errors.
 pub fn read_control_from(reader: impl Read, path: impl AsRef<Path>) -> Result<Stanza, DebError> {
@@ -260,6 +332,9 @@ struct DebReader<'p, R> {
     reader: R,
     path: &'p Path,
 }
+
+/// Called with each entry of a tar member; `Ok(true)` stops the walk.
+type EntryVisitor<'a> = dyn FnMut(&mut tar::Entry<'_, Box<dyn Read + '_>>) -> io::Result<bool> + 'a;
 
 struct MemberHeader {
     name: String,
@@ -442,6 +517,87 @@ impl<R: Read> DebReader<'_, R> {
         Ok(None)
     }
 
+    /// Skips `n` bytes (a member's padding).
+    fn skip_bytes(&mut self, n: u64, what: &str) -> Result<(), DebError> {
+        let copied = io::copy(&mut (&mut self.reader).take(n), &mut io::sink())
+            .map_err(|e| self.io(e, what))?;
+        if copied != n {
+            return Err(self.not_deb(format!("truncated inside ar member {what:?}")));
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every entry of the tar member `member` (whose name
+    /// starts with `prefix`, then the compression's extension) until it
+    /// returns `true`; consumes exactly the member's bytes, without padding.
+    fn for_each_tar_entry(
+        &mut self,
+        member: &MemberHeader,
+        prefix: &str,
+        each: &mut EntryVisitor<'_>,
+    ) -> Result<(), DebError> {
+        let path = self.path;
+        let mut data = (&mut self.reader).take(member.size);
+        let damaged = |source: io::Error| DebError::ControlArchive {
+            path: path.to_owned(),
+            member: member.name.clone(),
+            source,
+        };
+        {
+            let decoder: Box<dyn Read + '_> = match &member.name[prefix.len()..] {
+                "" => Box::new(&mut data),
+                ".gz" => Box::new(flate2::read::MultiGzDecoder::new(&mut data)),
+                ".xz" => Box::new(liblzma::read::XzDecoder::new(&mut data)),
+                ".zst" => Box::new(zstd::stream::read::Decoder::new(&mut data).map_err(damaged)?),
+                _ => {
+                    return Err(DebError::UnsupportedCompression {
+                        path: path.to_owned(),
+                        member: member.name.clone(),
+                    });
+                }
+            };
+            let mut archive = tar::Archive::new(decoder);
+            for entry in archive.entries().map_err(damaged)? {
+                let mut entry = entry.map_err(damaged)?;
+                if each(&mut entry).map_err(damaged)? {
+                    break;
+                }
+            }
+        }
+        // Whatever the tar reader left of the member (its end blocks).
+        io::copy(&mut data, &mut io::sink()).map_err(damaged)?;
+        Ok(())
+    }
+
+    /// The bytes of the regular file `wanted` in the tar member `member`, at
+    /// most `limit` bytes.
+    fn member_file(
+        &mut self,
+        member: &MemberHeader,
+        wanted: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, DebError> {
+        let prefix = if member.name.starts_with("control.tar") {
+            "control.tar"
+        } else {
+            "data.tar"
+        };
+        let mut found = None;
+        self.for_each_tar_entry(member, prefix, &mut |entry| {
+            let entry_path = entry.path()?.into_owned();
+            if entry_path.strip_prefix(".").unwrap_or(&entry_path) != Path::new(wanted)
+                || !entry.header().entry_type().is_file()
+            {
+                return Ok(false);
+            }
+            let mut bytes = Vec::new();
+            entry.take(limit + 1).read_to_end(&mut bytes)?;
+            found = (bytes.len() as u64 <= limit).then_some(bytes);
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
     fn control_member(self, member: MemberHeader) -> Result<Stanza, DebError> {
         let path = self.path;
         let data = self.reader.take(member.size);
@@ -570,6 +726,50 @@ pub(crate) mod tests {
         );
         ar_member(&mut out, "data.tar.xz", &compress(".xz", &control_tar(&[])));
         out
+    }
+
+    #[test]
+    fn package_files_hash_every_regular_data_file_but_the_conffiles() {
+        for ext in ["", ".gz", ".xz", ".zst"] {
+            let mut out = b"!<arch>\n".to_vec();
+            ar_member(&mut out, "debian-binary", b"2.0\n");
+            ar_member(
+                &mut out,
+                &format!("control.tar{ext}"),
+                &compress(
+                    ext,
+                    &control_tar(&[("./control", CONTROL), ("./conffiles", "/etc/hello.conf\n")]),
+                ),
+            );
+            // An odd-sized member: its padding byte must be skipped.
+            let data = control_tar(&[
+                ("./usr/bin/hello", "hi"),
+                ("./etc/hello.conf", "x=1\n"),
+                ("usr/share/doc/hello/copyright", "c"),
+            ]);
+            ar_member(&mut out, &format!("data.tar{ext}"), &compress(ext, &data));
+            let dir = tempfile::tempdir().unwrap();
+            let deb = dir.path().join("hello.deb");
+            std::fs::write(&deb, &out).unwrap();
+            let files = package_files(&deb).unwrap();
+            let sha = |b: &[u8]| -> [u8; 32] {
+                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b)).into()
+            };
+            assert_eq!(
+                files,
+                vec![
+                    PackageFile {
+                        path: "/usr/bin/hello".into(),
+                        sha256: sha(b"hi")
+                    },
+                    PackageFile {
+                        path: "/usr/share/doc/hello/copyright".into(),
+                        sha256: sha(b"c")
+                    },
+                ],
+                "{ext}"
+            );
+        }
     }
 
     #[test]

@@ -186,7 +186,8 @@ pub fn prepare_bundle(
     let reader = BundleReader::open(input, trusted, &Limits::default())
         .map_err(|e| read_failure(bundle.label, e))?;
     let manifest = reader.manifest().clone();
-    let manifest_sha256 = reader.manifest_sha256();
+    // A differential bundle is recorded as the release it installs.
+    let manifest_sha256 = manifest.release_sha256(reader.manifest_bytes());
     let key_id = reader.key_id();
     let signed = (
         reader.manifest_bytes().to_vec(),

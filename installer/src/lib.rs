@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) strings these together; each module has one job.
 pub mod apply;
 pub mod debs;
+pub mod differential;
 pub mod exit;
 pub mod extract;
 pub mod flow;

@@ -14,6 +14,7 @@ use bundle_spec::spec::{Manifest, Step};
 use bundle_spec::template;
 use serde::Serialize;
 
+use crate::differential;
 use crate::extract::{self, Member, MemberKind};
 use crate::images;
 use crate::paths::{CREATED_DIR_MODE, Kind, Root};
@@ -516,6 +517,7 @@ fn active_swap() -> bool {
 /// archive member, an unrenderable template) are all returned at once.
 pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
     let mut problems = Vec::new();
+    let mut problems_of_omitted = Vec::new();
     let mut steps = Vec::new();
     let mut changed_targets: BTreeSet<String> = BTreeSet::new();
     let mut reload_needed = false;
@@ -537,7 +539,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
         let mut problem =
             |p: String| problems.push(format!("step {number} ({}): {p}", step.kind()));
         match step {
-            Step::Debs(s) => match plan_debs(ctx, &s.artifacts) {
+            Step::Debs(s) => match plan_debs(ctx, &s.artifacts, &mut problems_of_omitted) {
                 Ok(op) => ops.push(op),
                 Err(e) => problem(e),
             },
@@ -620,7 +622,11 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
             }
             Step::Extract(s) => {
                 let archive = ctx.staging.artifact(&s.artifact);
-                match extract::scan(&archive, s.artifact.as_str(), s) {
+                let scanned = match differential::omitted(ctx.manifest, &s.artifact) {
+                    Some(o) => Ok(o.members.clone()),
+                    None => extract::scan(&archive, s.artifact.as_str(), s),
+                };
+                match scanned {
                     Ok(scanned) => {
                         // The destination is created (0755) when missing; an existing
                         // one is left as it is. Either way the receipt records it.
@@ -751,6 +757,39 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 });
             }
         }
+        // A differential bundle's omitted artifacts change nothing.
+        if let Step::Images(s) = step {
+            for op in &ops {
+                if let Op::Image { name, .. } = op
+                    && let Ok(artifact) = name.parse::<ArtifactName>()
+                    && differential::omitted(ctx.manifest, &artifact).is_some()
+                {
+                    problems_of_omitted.extend(differential::finding(ctx.manifest, &artifact, op));
+                }
+            }
+            let content = format!(
+                "{}/io.containerd.content.v1.content",
+                images::data_root(root).trim_end_matches('/')
+            );
+            for name in &s.images {
+                if let Some(o) = differential::omitted(ctx.manifest, name) {
+                    problems_of_omitted.extend(differential::check_blobs(
+                        root,
+                        ctx.manifest,
+                        name,
+                        &content,
+                        &o.blobs,
+                    ));
+                }
+            }
+        } else if let [artifact] = step.artifacts()[..]
+            && differential::omitted(ctx.manifest, artifact).is_some()
+        {
+            problems_of_omitted.extend(
+                ops.iter()
+                    .filter_map(|op| differential::finding(ctx.manifest, artifact, op)),
+            );
+        }
         // A directory an earlier step creates is not created twice (an
         // extract into a directory a directory step made, for instance).
         for op in &mut ops {
@@ -835,6 +874,7 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
         .iter()
         .flat_map(|u| u.names.iter().map(|n| (n.clone(), u.paths.clone())))
         .collect();
+    problems.extend(problems_of_omitted);
     if problems.is_empty() {
         Ok(Plan {
             first,
@@ -894,13 +934,33 @@ fn member_op(root: &Root, dest: &TargetPath, m: &Member) -> io::Result<Op> {
     })
 }
 
-fn plan_debs(ctx: &Context<'_>, artifacts: &[ArtifactName]) -> Result<Op, String> {
+fn plan_debs(
+    ctx: &Context<'_>,
+    artifacts: &[ArtifactName],
+    problems_of_omitted: &mut Vec<String>,
+) -> Result<Op, String> {
     let status = crate::debs::host_status(ctx.root)?;
     let mut install = Vec::new();
     let mut infos = Vec::new();
     let mut present = Vec::new();
     let mut kept = Vec::new();
     for a in artifacts {
+        if let Some(package) =
+            differential::omitted(ctx.manifest, a).and_then(|o| o.package.as_ref())
+        {
+            let installed = status
+                .get_arch(&package.name, &package.architecture)
+                .map(|p| p.version.to_string());
+            problems_of_omitted.extend(differential::check_package(
+                ctx.root,
+                ctx.manifest,
+                a,
+                package,
+                installed.as_deref(),
+            ));
+            present.push(format!("{} {}", package.name, package.version));
+            continue;
+        }
         let path = ctx.staging.artifact(a);
         let info = crate::debs::info(&path, a)?;
         if crate::debs::already_installed(&info, &status) {

@@ -67,6 +67,25 @@ pub fn check(
             }
         }
     }
+    if let Some(base) = &manifest.base {
+        let full = format!(
+            "install the full bundle of {} {} here instead",
+            manifest.name, manifest.version
+        );
+        match receipt {
+            None => problems.push(format!(
+                "this differential bundle installs only where {} serial {} is installed, and no release of {} is installed here; {full}",
+                base.name, base.serial, manifest.name
+            )),
+            Some(r)
+                if r.manifest_sha256 == base.manifest_sha256.to_string()
+                    || r.manifest_sha256 == manifest_sha256 => {}
+            Some(r) => problems.push(format!(
+                "this differential bundle installs only where {} serial {} (manifest sha256 {}) is installed; installed here is {} (serial {}, manifest sha256 {}); {full}",
+                base.name, base.serial, base.manifest_sha256, r.version, r.serial, r.manifest_sha256
+            )),
+        }
+    }
     if let Some(r) = receipt {
         let serial = manifest.serial.get();
         if r.serial > serial && downgrade == Downgrade::Refuse {

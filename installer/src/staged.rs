@@ -357,7 +357,7 @@ pub fn load(
     let signature = parse_signature(&signature_bytes).map_err(verify_err)?;
     let (manifest, key_id) =
         verify_manifest(&manifest_bytes, &signature, trusted, limits).map_err(verify_err)?;
-    let manifest_sha256 = Sha256Digest::of(&manifest_bytes);
+    let manifest_sha256 = manifest.release_sha256(&manifest_bytes);
     if manifest.name.as_str() != name {
         return Err(damaged(format!(
             "{MANIFEST_ENTRY} is bundle {}, not {name}",
@@ -374,7 +374,7 @@ pub fn load(
     };
     let artifacts = dir.join(ARTIFACTS_DIR);
     let mut total = 0u64;
-    for (aname, a) in &manifest.artifacts {
+    for (aname, a) in manifest.carried() {
         let path = artifacts.join(aname.as_str());
         let f = OpenOptions::new()
             .read(true)
@@ -409,7 +409,7 @@ pub fn load(
         let n = e.file_name();
         let known = n
             .to_str()
-            .is_some_and(|n| manifest.artifacts.keys().any(|k| k.as_str() == n));
+            .is_some_and(|n| manifest.carried().any(|(k, _)| k.as_str() == n));
         if !known {
             return Err(damaged(format!(
                 "unexpected file {} (not an artifact of the manifest)",

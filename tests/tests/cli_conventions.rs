@@ -142,3 +142,46 @@ fn install_bundle_completions_cover_every_subcommand_in_each_shell() {
         out.stdout_has("trusted-key");
     }
 }
+
+#[test]
+fn build_quiet_prints_nothing_but_errors() {
+    let f = bundle_tests::fixture::Fixture::new();
+    let spec = f.write_spec("spec.json", 1, &[]);
+    let out = run(
+        &bundler(),
+        [
+            "build".as_ref(),
+            spec.as_os_str(),
+            "--key".as_ref(),
+            f.keys.secret.as_os_str(),
+            "--cache".as_ref(),
+            f.path("cache").as_os_str(),
+            "-o".as_ref(),
+            f.path("w.tar.zst").as_os_str(),
+            "--quiet".as_ref(),
+        ],
+        &[],
+    );
+    out.code(0);
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("", ""),
+        "{out}"
+    );
+    assert!(f.path("w.tar.zst").exists());
+    // An error still says what is wrong.
+    let out = run(
+        &bundler(),
+        [
+            "build".as_ref(),
+            f.path("missing.json").as_os_str(),
+            "--key".as_ref(),
+            f.keys.secret.as_os_str(),
+            "--quiet".as_ref(),
+        ],
+        &[],
+    );
+    assert_ne!(out.code, 0);
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.contains("missing.json"), "{out}");
+}

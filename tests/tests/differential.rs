@@ -1,0 +1,342 @@
+//! Differential bundles (issue 14): `bundler build --base OLD` leaves out
+//! what OLD installed unchanged; `install-bundle` installs one only where
+//! the receipt is exactly that base and what the omitted artifacts put on
+//! the host is intact, and then leaves the host exactly as the full bundle
+//! would.
+
+use std::path::{Path, PathBuf};
+
+use bundle_tests::cli::{Output, bundler, installer, run};
+use bundle_tests::fixture::{Fixture, runc_bytes};
+use bundle_tests::kit;
+use bundle_tests::tree::{diff_listings, tree_listing};
+use serde_json::Value;
+
+const CIDR: &str = "--set=POD_CIDR=10.200.1.0/24";
+const STATE: &str = "var/lib/install-bundle";
+
+/// The fixture's spec at serial 2 with a new runc (a patch release: one
+/// artifact changes, its step does not), pinned.
+fn spec_2(f: &Fixture) -> PathBuf {
+    let spec1 = f.write_spec("spec.json", 1, &[]);
+    let mut spec: Value = serde_json::from_slice(&std::fs::read(&spec1).unwrap()).unwrap();
+    let mut runc = runc_bytes();
+    runc.extend(b"# 1.0.1\n");
+    std::fs::write(f.path("files/runc-2.amd64"), runc).unwrap();
+    spec["serial"] = 2.into();
+    spec["version"] = "1.21.0-2".into();
+    spec["artifacts"]["runc"] = serde_json::json!({"url": "file:files/runc-2.amd64"});
+    let path = f.path("spec-2.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    run(
+        &bundler(),
+        [
+            "pin".as_ref(),
+            path.as_os_str(),
+            "--cache".as_ref(),
+            f.path("cache").as_os_str(),
+        ],
+        &[],
+    )
+    .code(0);
+    path
+}
+
+/// `bundler build SPEC --base BASE -o OUT --full-output FULL --json`.
+fn build_differential(f: &Fixture, spec: &Path, base: &Path, out: &str, full: &str) -> Output {
+    run(
+        &bundler(),
+        [
+            "build".as_ref(),
+            spec.as_os_str(),
+            "--key".as_ref(),
+            f.keys.secret.as_os_str(),
+            "--cache".as_ref(),
+            f.path("cache").as_os_str(),
+            "--base".as_ref(),
+            base.as_os_str(),
+            "-o".as_ref(),
+            f.path(out).as_os_str(),
+            "--full-output".as_ref(),
+            f.path(full).as_os_str(),
+            "--json".as_ref(),
+            "--quiet".as_ref(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000100")],
+    )
+}
+
+fn receipt(root: &Path) -> Value {
+    let mut r: Value =
+        serde_json::from_slice(&std::fs::read(root.join(STATE).join("k8s-worker.json")).unwrap())
+            .unwrap();
+    r.as_object_mut().unwrap().remove("installed_at");
+    r
+}
+
+/// The root as a listing, without the installer's own state.
+fn listing(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut l = tree_listing(root);
+    l.retain(|k, _| !k.starts_with(STATE));
+    l
+}
+
+struct Setup {
+    f: Fixture,
+    base: PathBuf,
+    diff: PathBuf,
+    full: PathBuf,
+    built: Value,
+}
+
+fn setup() -> Setup {
+    let f = Fixture::new();
+    let base = f.bundle();
+    let spec = spec_2(&f);
+    let out = build_differential(
+        &f,
+        &spec,
+        &base,
+        "worker-2.diff.tar.zst",
+        "worker-2.tar.zst",
+    );
+    out.code(0);
+    assert_eq!(out.stderr, "", "{out}");
+    let built: Value = serde_json::from_str(&out.stdout).expect("build --json");
+    Setup {
+        diff: f.path("worker-2.diff.tar.zst"),
+        full: f.path("worker-2.tar.zst"),
+        base,
+        f,
+        built,
+    }
+}
+
+#[test]
+fn a_differential_upgrade_leaves_out_the_unchanged_and_ends_where_the_full_bundle_does() {
+    let s = setup();
+    let f = &s.f;
+    // Only runc changed: everything else is left out, and says so.
+    assert_eq!(s.built["base"]["serial"], 1, "{}", s.built);
+    assert_eq!(
+        s.built["base"]["omitted"],
+        serde_json::json!(["containerd", "crictl", "demo-motd"]),
+        "{}",
+        s.built
+    );
+    let diff_size = std::fs::metadata(&s.diff).unwrap().len();
+    let full_size = std::fs::metadata(&s.full).unwrap().len();
+    assert_eq!(s.built["full"]["size"], full_size);
+    assert!(diff_size < full_size, "{diff_size} vs {full_size}");
+    let entries: Vec<String> = kit::read_entries(&s.diff)
+        .iter()
+        .map(|e| e.name())
+        .collect();
+    assert!(
+        entries.contains(&"artifacts/runc".to_owned()),
+        "{entries:?}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e == "artifacts/containerd" || e == "artifacts/demo-motd")
+    );
+    // Both verify with the release key; the differential one names its base.
+    let verify = run(
+        &installer(),
+        [
+            "verify".as_ref(),
+            s.diff.as_os_str(),
+            "--trusted-key".as_ref(),
+            f.keys.public.as_os_str(),
+        ],
+        &[],
+    );
+    verify.code(0);
+
+    let by_diff = f.root("by-diff");
+    let by_full = f.root("by-full");
+    for root in [&by_diff, &by_full] {
+        kit::install(root, &s.base, &f.keys.public, &[CIDR], &[]).code(0);
+    }
+    let up = kit::install(&by_diff, &s.diff, &f.keys.public, &[CIDR], &[]);
+    up.code(0);
+    kit::install(&by_full, &s.full, &f.keys.public, &[CIDR], &[]).code(0);
+    let d = diff_listings(&listing(&by_full), &listing(&by_diff));
+    assert!(d.is_empty(), "differential vs full:\n{}", d.join("\n"));
+    assert_eq!(receipt(&by_diff), receipt(&by_full));
+    assert_eq!(
+        std::fs::read(by_diff.join("usr/local/bin/runc")).unwrap(),
+        std::fs::read(f.path("files/runc-2.amd64")).unwrap()
+    );
+
+    // status is clean; running either bundle again changes nothing.
+    let status = run(
+        &installer(),
+        ["status".as_ref(), "--root".as_ref(), by_diff.as_os_str()],
+        &[],
+    );
+    status.code(0);
+    for bundle in [&s.diff, &s.full] {
+        let again = kit::install(&by_diff, bundle, &f.keys.public, &[CIDR], &[]);
+        again.code(0);
+        assert!(again.stdout.contains("0 changed"), "{again}");
+    }
+}
+
+#[test]
+fn a_differential_bundle_is_refused_where_its_base_is_not_installed() {
+    let s = setup();
+    let f = &s.f;
+    // Nothing installed.
+    let fresh = f.root("fresh");
+    let before = tree_listing(&fresh);
+    let out = kit::install(&fresh, &s.diff, &f.keys.public, &[CIDR], &[]);
+    out.code(4);
+    assert!(
+        out.stderr
+            .contains("installs only where k8s-worker serial 1")
+            && out
+                .stderr
+                .contains("install the full bundle of k8s-worker 1.21.0-2"),
+        "{out}"
+    );
+    assert_eq!(
+        tree_listing(&fresh),
+        before,
+        "a refused install changed the root"
+    );
+
+    // Another serial 1 (a rebuild with other content) installed.
+    let other = f.write_spec(
+        "other.json",
+        1,
+        &[serde_json::json!({"kind": "directory", "paths": ["/var/lib/other"], "mode": "0755"})],
+    );
+    let other = f.build(&other, "other-1.tar.zst");
+    let root = f.root("other");
+    kit::install(&root, &other, &f.keys.public, &[CIDR], &[]).code(0);
+    let before = tree_listing(&root);
+    let out = kit::install(&root, &s.diff, &f.keys.public, &[CIDR], &[]);
+    out.code(4);
+    assert!(
+        out.stderr
+            .contains("installed here is 1.21.0-1 (serial 1, manifest sha256")
+            && out.stderr.contains("install the full bundle"),
+        "{out}"
+    );
+    assert_eq!(tree_listing(&root), before);
+    // The full bundle goes on there.
+    kit::install(&root, &s.full, &f.keys.public, &[CIDR], &[]).code(0);
+}
+
+#[test]
+fn a_differential_bundle_refuses_when_what_an_omitted_artifact_installed_was_changed() {
+    let s = setup();
+    let f = &s.f;
+    let root = f.root("tampered");
+    kit::install(&root, &s.base, &f.keys.public, &[CIDR], &[]).code(0);
+    // An extracted member edited, one removed, a package's file edited.
+    std::fs::write(root.join("usr/bin/containerd"), "#!/bin/sh\necho evil\n").unwrap();
+    std::fs::remove_file(root.join("usr/local/bin/crictl")).unwrap();
+    std::fs::write(root.join("usr/share/demo-motd/motd"), "changed\n").unwrap();
+    let before = tree_listing(&root);
+    let out = kit::install(&root, &s.diff, &f.keys.public, &[CIDR], &[]);
+    out.code(4);
+    for expected in [
+        "artifact containerd (omitted, installed by serial 1): /bin/containerd is not the installed file",
+        "artifact crictl (omitted, installed by serial 1): /usr/local/bin/crictl is missing",
+        "artifact demo-motd (omitted, installed by serial 1): /usr/share/demo-motd/motd of package demo-motd has sha256",
+        "install the full bundle of k8s-worker 1.21.0-2",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    assert_eq!(
+        tree_listing(&root),
+        before,
+        "a refused install changed the root"
+    );
+    // The full bundle puts its own files back; a package's files stay
+    // dpkg's business (as with apt, an installed version is not unpacked
+    // again), so the differential bundle still refuses for that one only.
+    kit::install(&root, &s.full, &f.keys.public, &[CIDR], &[]).code(0);
+    let again = kit::install(&root, &s.diff, &f.keys.public, &[CIDR], &[]);
+    again.code(4);
+    assert!(
+        again.stderr.contains("/usr/share/demo-motd/motd")
+            && !again.stderr.contains("containerd")
+            && !again.stderr.contains("crictl"),
+        "{again}"
+    );
+}
+
+#[test]
+fn a_differential_bundle_stages_and_applies_like_a_full_one() {
+    let s = setup();
+    let f = &s.f;
+    let root = f.root("staged");
+    kit::install(&root, &s.base, &f.keys.public, &[CIDR], &[]).code(0);
+    let mut stage: Vec<std::ffi::OsString> = vec!["stage".into()];
+    stage.extend(kit::install_args(&root, &s.diff, &f.keys.public, &[CIDR]));
+    run(&installer(), stage, &[]).code(0);
+    let apply = run(
+        &installer(),
+        [
+            "apply".as_ref(),
+            "k8s-worker".as_ref(),
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--trusted-key".as_ref(),
+            f.keys.public.as_os_str(),
+        ],
+        &[],
+    );
+    apply.code(0);
+    assert_eq!(
+        std::fs::read(root.join("usr/local/bin/runc")).unwrap(),
+        std::fs::read(f.path("files/runc-2.amd64")).unwrap()
+    );
+}
+
+#[test]
+fn a_base_that_is_not_older_or_not_this_bundle_is_refused_by_the_builder_with_no_output() {
+    let f = Fixture::new();
+    let base = f.bundle();
+    let spec1 = f.path("spec.json");
+    let out = build_differential(&f, &spec1, &base, "same.tar.zst", "same-full.tar.zst");
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("base bundle {}", base.display()))
+            && out.stderr.contains("is not lower than the spec's 1"),
+        "{out}"
+    );
+    assert!(!f.path("same.tar.zst").exists() && !f.path("same-full.tar.zst").exists());
+    // A base signed by another key is refused before any download.
+    let stranger = bundle_tests::cli::keygen(f.dir.path(), "stranger");
+    let spec2 = spec_2(&f);
+    let out = run(
+        &bundler(),
+        [
+            "build".as_ref(),
+            spec2.as_os_str(),
+            "--key".as_ref(),
+            stranger.secret.as_os_str(),
+            "--cache".as_ref(),
+            f.path("cache").as_os_str(),
+            "--base".as_ref(),
+            base.as_os_str(),
+            "-o".as_ref(),
+            f.path("x.tar.zst").as_os_str(),
+        ],
+        &[],
+    );
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("base bundle {}", base.display()))
+            && out.stderr.contains("--base-key"),
+        "{out}"
+    );
+    assert!(!f.path("x.tar.zst").exists());
+}
