@@ -701,6 +701,11 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
     images.rewrite(&mut spec);
     let spec_path = spec_dir.join(file);
     write_json(&spec_path, &spec);
+    // A patch release: only the kubelet changes.
+    let kubelet_2 = lo.publish(
+        "e2e/patch/kubelet",
+        &worker::script("Kubernetes patch release (kubelet)"),
+    );
     mark("signed repository + stand-ins", &mut t);
 
     // bundler lock: apt's closure, pinned to the signed index, dependencies first.
@@ -978,6 +983,75 @@ fn worker_node(p: &Prepared, file: &str, version: &str, flips: bool) {
             );
         }
         mark("flipped bytes refused", &mut t);
+    }
+
+    if flips {
+        // The patch release as a differential bundle: the real .debs, the
+        // containerd archive and the pause image are left out; over serial 1
+        // it installs, then it checks them on disk (dpkg's files, the
+        // extracted members, containerd's content store) and refuses (exit
+        // 4) once a blob of the image is gone.
+        let mut s2 = read_json(&spec_path);
+        s2["serial"] = json!(2);
+        s2["artifacts"]["kubelet"] = kubelet_2.clone();
+        let s2_path = spec_dir.join("patch.json");
+        write_json(&s2_path, &s2);
+        bundler_lock(&s2_path, &cache).code(0);
+        let diff = root.join("patch.tar.zst");
+        run(
+            &bundle_tests::cli::bundler(),
+            [
+                OsString::from("build"),
+                s2_path.clone().into(),
+                "--key".into(),
+                keys.secret.clone().into(),
+                "--cache".into(),
+                cache.clone().into(),
+                "--base".into(),
+                bundle.clone().into(),
+                "-o".into(),
+                diff.clone().into(),
+                "--quiet".into(),
+            ],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        )
+        .code(0);
+        let omitted = manifest(&diff)["base"]["omitted"].clone();
+        for name in ["containerd", "pause", "deb-socat"] {
+            assert!(omitted.get(name).is_some(), "{name} not omitted: {omitted}");
+        }
+        assert!(omitted.get("kubelet").is_none(), "{omitted}");
+        install("/patch.tar.zst")
+            .code(0)
+            .stdout_has(&format!("k8s-worker {version} (serial 2) installed"));
+        chroot(&root, &["/usr/local/bin/kubelet"])
+            .code(0)
+            .stdout_has("Kubernetes patch release (kubelet)");
+        chroot(&root, &["/install-bundle", "status", "k8s-worker"]).code(0);
+        let blobs = root.join("var/lib/containerd/io.containerd.content.v1.content/blobs/sha256");
+        let config = m["images"]["pause"]["manifest"].as_str().unwrap();
+        let layer = omitted["pause"]["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_str().unwrap().strip_prefix("sha256:").unwrap())
+            .find(|b| *b != config.strip_prefix("sha256:").unwrap() && blobs.join(b).exists())
+            .expect("a blob of the pause image in the content store")
+            .to_owned();
+        std::fs::rename(blobs.join(&layer), root.join("moved-blob")).unwrap();
+        let before = tree_listing(&root);
+        let refused = install("/patch.tar.zst");
+        refused.code(4);
+        assert!(
+            refused.stderr.contains(&format!(
+                "artifact pause (omitted, installed by serial 1): blob sha256:{layer} is missing from containerd's content store"
+            )) && refused.stderr.contains("install the full bundle"),
+            "{refused}"
+        );
+        assert!(diff_listings(&before, &tree_listing(&root)).is_empty());
+        std::fs::rename(root.join("moved-blob"), blobs.join(&layer)).unwrap();
+        install("/patch.tar.zst").code(0).stdout_has("0 changed");
+        mark("differential patch release", &mut t);
     }
 
     eprintln!("worker e2e timings ({file}):");
