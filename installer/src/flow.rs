@@ -559,7 +559,12 @@ fn before_of(root: &Root, target: &str) -> Value {
     };
     let mode = format!("{:04o}", meta.mode);
     if meta.kind != crate::paths::Kind::File {
-        return json!({"kind": format!("{:?}", meta.kind).to_lowercase(), "mode": mode});
+        let kind = match meta.kind {
+            crate::paths::Kind::Dir => "directory",
+            crate::paths::Kind::Symlink => "symlink",
+            _ => "other",
+        };
+        return json!({"kind": kind, "mode": mode});
     }
     let mut bytes = Vec::new();
     let read = root

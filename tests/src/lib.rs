@@ -39,6 +39,7 @@ pub mod kit;
 pub mod oci;
 pub mod registry;
 pub mod s3;
+pub mod schema;
 pub mod server;
 pub mod tree;
 pub mod vm;

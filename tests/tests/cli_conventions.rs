@@ -185,3 +185,61 @@ fn build_quiet_prints_nothing_but_errors() {
     assert_eq!(out.stdout, "");
     assert!(out.stderr.contains("missing.json"), "{out}");
 }
+
+/// `bundler build` on a terminal (a pty from `script`) while a download
+/// trickles in, with `NO_COLOR` set or not: the raw terminal output.
+fn build_on_a_terminal(f: &bundle_tests::fixture::Fixture, no_color: bool, tag: &str) -> String {
+    let spec = f.path("slow.json");
+    let cmd = format!(
+        "{} build {} --key {} --cache {} -o {}",
+        bundler().display(),
+        spec.display(),
+        f.keys.secret.display(),
+        f.path(&format!("cache-{tag}")).display(),
+        f.path(&format!("{tag}.tar.zst")).display(),
+    );
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm-256color");
+    if no_color {
+        c.env("NO_COLOR", "1");
+    } else {
+        c.env_remove("NO_COLOR");
+    }
+    let out = c.output().expect("script (util-linux)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_bars_on_a_terminal_are_colored_unless_no_color_is_set() {
+    let f = bundle_tests::fixture::Fixture::new();
+    let server = bundle_tests::server::Server::start();
+    let mut body = b"#!/bin/sh\necho slow\n".to_vec();
+    body.extend(std::iter::repeat_n(b"# padding\n".as_slice(), 30_000).flatten());
+    server.route(
+        "/slow.bin",
+        bundle_tests::server::Behavior::Trickle {
+            body,
+            bytes_per_sec: 250_000,
+        },
+    );
+    let spec = serde_json::json!({
+        "apiVersion": "bundle/v1", "name": "slow", "version": "1", "serial": 1,
+        "target": {"os": "linux", "arch": "amd64"},
+        "artifacts": {"slow": {"url": server.url("slow.bin")}},
+        "steps": [{"kind": "binary", "artifact": "slow", "dest": "/usr/local/bin/slow", "mode": "0755"}],
+    });
+    bundle_tests::kit::write_pinned_spec(&f, "slow.json", &spec);
+    // SGR sequences that set a color or bold (cursor movement is fine).
+    let colored = |t: &str| {
+        ["\x1b[1m", "\x1b[32m", "\x1b[36m", "\x1b[34m"]
+            .iter()
+            .any(|c| t.contains(c))
+    };
+    let plain = build_on_a_terminal(&f, true, "plain");
+    assert!(plain.contains("built slow 1"), "{plain:?}");
+    assert!(!colored(&plain), "NO_COLOR=1 but colors: {plain:?}");
+    let color = build_on_a_terminal(&f, false, "color");
+    assert!(colored(&color), "no colors on a terminal: {color:?}");
+}

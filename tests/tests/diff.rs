@@ -23,24 +23,12 @@ fn diff(f: &Fixture, old: &Path, new: &Path, extra: &[&str]) -> Output {
     run(&bundler(), args, &[])
 }
 
-fn schema_validator() -> jsonschema::Validator {
-    let schema: Value = serde_json::from_slice(
-        &std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../builder/schema/diff.schema.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    jsonschema::draft202012::options().build(&schema).unwrap()
-}
-
 fn assert_valid(doc: &Value) {
-    let v = schema_validator();
-    let errors: Vec<String> = v
-        .iter_errors(doc)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{}\n{doc:#}", errors.join("\n"));
+    bundle_tests::schema::assert_valid(
+        "builder/schema/diff.schema.json",
+        "bundler diff --json",
+        doc,
+    );
 }
 
 /// The fixture's spec (serial 1) and a serial 2 with: runc's bytes changed,

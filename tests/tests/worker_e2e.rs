@@ -252,6 +252,26 @@ fn lock_resolves_pins_and_orders_then_build_puts_the_debs_step_first() {
         lock["sources"][0]["signed_by"],
         json!([repo.gpg.fingerprint])
     );
+    // The JSON summary, against its schema; locking again writes the same lock.
+    let out = run(
+        &bundle_tests::cli::bundler(),
+        [
+            OsString::from("lock"),
+            spec.clone().into(),
+            "--cache".into(),
+            cache.clone().into(),
+            "--json".into(),
+        ],
+        &[],
+    );
+    out.code(0);
+    let summary = bundle_tests::schema::assert_valid_output(
+        "builder/schema/lock.schema.json",
+        "bundler lock --json",
+        &out.stdout,
+    );
+    assert_eq!(summary["packages"], lock["packages"]);
+    assert_eq!(read_json(&repo.path("spec/greeter.lock.json")), lock);
 
     // Build: the lock's artifacts join, its debs step runs first.
     let keys = keygen(repo.dir.path(), "release");
