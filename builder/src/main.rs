@@ -100,7 +100,7 @@ enum Command {
         fetch: FetchArgs,
         #[command(flatten)]
         registry: RegistryArgs,
-        /// No progress output.
+        /// Print errors only.
         #[arg(short, long)]
         quiet: bool,
     },
@@ -116,7 +116,7 @@ enum Command {
         /// Print the lock's packages as JSON on stdout.
         #[arg(long)]
         json: bool,
-        /// No progress output.
+        /// Print errors only.
         #[arg(short, long)]
         quiet: bool,
     },
@@ -145,7 +145,7 @@ enum Command {
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
-        /// No progress output.
+        /// Print errors only.
         #[arg(short, long)]
         quiet: bool,
     },
@@ -648,6 +648,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             progress.finish();
             let pinned = result?;
+            if quiet {
+                return Ok(ExitCode::SUCCESS);
+            }
             if pinned.is_empty() {
                 outln!("{}: every artifact is already pinned", spec.display());
             }
@@ -693,6 +696,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "in_baseline": locked.in_baseline, "upgrades": locked.upgrades,
                     }))?
                 );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if quiet {
                 return Ok(ExitCode::SUCCESS);
             }
             outln!(
@@ -1047,7 +1053,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "created": m.created, "expires": m.expires, "now": now, "expired": expired,
                     }))?
                 );
-            } else {
+            } else if !quiet {
                 outln!(
                     "OK {}: {} {} (serial {}), signed by trusted key {}, {} artifacts ({}) verified",
                     bundle.display(),

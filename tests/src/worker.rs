@@ -74,17 +74,11 @@ fn os(p: &Path) -> OsString {
     p.as_os_str().to_owned()
 }
 
-/// `bundler lock SPEC --cache CACHE --quiet`.
+/// `bundler lock SPEC --cache CACHE`.
 pub fn bundler_lock(spec: &Path, cache: &Path) -> Output {
     run(
         &bundler(),
-        [
-            os(Path::new("lock")),
-            os(spec),
-            "--cache".into(),
-            os(cache),
-            "--quiet".into(),
-        ],
+        [os(Path::new("lock")), os(spec), "--cache".into(), os(cache)],
         &[],
     )
 }

@@ -169,6 +169,31 @@ fn build_quiet_prints_nothing_but_errors() {
         "{out}"
     );
     assert!(f.path("w.tar.zst").exists());
+    // verify and pin too.
+    for args in [
+        vec![
+            "verify".into(),
+            f.path("w.tar.zst").into_os_string(),
+            "--key".into(),
+            f.keys.public.clone().into_os_string(),
+            "--quiet".into(),
+        ],
+        vec![
+            "pin".into(),
+            spec.clone().into_os_string(),
+            "--cache".into(),
+            f.path("cache").into_os_string(),
+            "--quiet".into(),
+        ],
+    ] {
+        let out = run(&bundler(), args, &[]);
+        out.code(0);
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            ("", ""),
+            "{out}"
+        );
+    }
     // An error still says what is wrong.
     let out = run(
         &bundler(),
