@@ -457,3 +457,36 @@ fn a_worker_patch_upgrade_as_a_differential_bundle_is_at_most_45_percent_of_the_
     );
     assert!(ratio <= 0.45, "{d} / {f} = {ratio:.3}");
 }
+
+#[test]
+fn a_differential_install_cut_short_rolls_back_to_its_base_then_completes() {
+    let s = setup();
+    let f = &s.f;
+    let root = f.root("cut");
+    kit::install(&root, &s.base, &f.keys.public, &[CIDR], &[]).code(0);
+    let base_listing = listing(&root);
+    let base_receipt = receipt(&root);
+    // Killed right after the second journal point (runc's new bytes in place).
+    let cut = kit::install(
+        &root,
+        &s.diff,
+        &f.keys.public,
+        &[CIDR],
+        &[("INSTALL_BUNDLE_TEST_CRASH_AT", "2")],
+    );
+    assert_ne!(cut.code, 0, "{cut}");
+    let recovered = run(
+        &installer(),
+        ["recover".as_ref(), "--root".as_ref(), root.as_os_str()],
+        &[],
+    );
+    recovered.code(5);
+    let d = diff_listings(&base_listing, &listing(&root));
+    assert!(d.is_empty(), "not back to the base:\n{}", d.join("\n"));
+    assert_eq!(receipt(&root), base_receipt);
+    kit::install(&root, &s.diff, &f.keys.public, &[CIDR], &[]).code(0);
+    assert_eq!(
+        std::fs::read(root.join("usr/local/bin/runc")).unwrap(),
+        std::fs::read(f.path("files/runc-2.amd64")).unwrap()
+    );
+}
