@@ -350,6 +350,47 @@ impl Fleet {
         }
     }
 
+    /// Runs the module `airgap.bundles.install_bundle` once on the
+    /// controller itself (`ansible localhost -c local -m … -a ARGS`, plus
+    /// `flags` such as `--check` and `--diff`); its exit code and the
+    /// module's result (from the `minimal` stdout callback).
+    pub fn module_on_controller(
+        &self,
+        args: &serde_json::Value,
+        flags: &[&str],
+    ) -> (i32, serde_json::Value) {
+        let out = self
+            .ansible("ansible")
+            .env("ANSIBLE_LOAD_CALLBACK_PLUGINS", "1")
+            .env("ANSIBLE_STDOUT_CALLBACK", "ansible.builtin.minimal")
+            .env("ANSIBLE_PYTHON_INTERPRETER", venv().join("bin/python3"))
+            .args([
+                "localhost",
+                "-c",
+                "local",
+                "-m",
+                "airgap.bundles.install_bundle",
+                "-a",
+            ])
+            .arg(args.to_string())
+            .args(flags)
+            .output()
+            .expect("ansible");
+        // `localhost | CHANGED => {…}` (the minimal callback).
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (diff, json) = stdout.split_once(" => ").unwrap_or_default();
+        let mut result: serde_json::Value = serde_json::from_str(json).ok().unwrap_or_else(|| {
+            panic!(
+                "ansible printed no result:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        if flags.contains(&"--diff") {
+            result["diff"] = serde_json::Value::String(diff.to_owned());
+        }
+        (out.status.code().unwrap_or(-1), result)
+    }
+
     /// The host named `name`.
     pub fn host(&self, name: &str) -> &Host {
         self.hosts

@@ -424,3 +424,131 @@ fn phase_2_failures_beyond_max_fail_percentage_stop_the_rollout_and_the_report_s
         assert!(table.contains(h), "{table}");
     }
 }
+
+/// The module on its own, on the controller (connection `local`, a root
+/// directory of its own): one-shot `installed` with check and diff mode,
+/// `query`, `staged`, `installed` by name and `absent-staged` in check mode
+/// and for real, idempotence, and a failure carrying the installer's exit code.
+#[test]
+fn the_module_alone_plans_installs_queries_stages_and_unstages_idempotently() {
+    if !ready("the_module_alone_plans_installs_queries_stages_and_unstages_idempotently") {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let f = Fixture::new();
+    let bundle = f.bundle();
+    let fleet = Fleet::start(&f.path("controller"), &[], |_, _| {});
+    let root = f.root("local");
+    let common = json!({
+        "installer": installer(), "root": root, "trusted_keys": [f.keys.public],
+    });
+    let with = |more: Value| {
+        let mut a = common.clone();
+        for (k, v) in more.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        a
+    };
+    let install = with(
+        json!({"state": "installed", "bundle": bundle, "vars": {"POD_CIDR": "172.16.9.0/24"}}),
+    );
+    let before = tree_listing(&root);
+
+    // Check + diff mode: what would change, nothing written.
+    let (rc, r) = fleet.module_on_controller(&install, &["--check", "--diff"]);
+    assert_eq!(rc, 0, "{r:#}");
+    assert_eq!(
+        (r["changed"].as_bool(), r["outcome"].as_str()),
+        (Some(true), Some("planned")),
+        "{r:#}"
+    );
+    let diff = r["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("/etc/cni/net.d/10-bridge.conf") && diff.contains("172.16.9.0/24"),
+        "{diff}"
+    );
+    assert!(
+        diff_listings(&before, &tree_listing(&root)).is_empty(),
+        "check mode changed the root"
+    );
+
+    // One-shot install, then again: changed, then not.
+    let (rc, r) = fleet.module_on_controller(&install, &[]);
+    assert_eq!(rc, 0, "{r:#}");
+    assert_eq!(
+        (r["changed"].as_bool(), r["outcome"].as_str()),
+        (Some(true), Some("installed")),
+        "{r:#}"
+    );
+    assert_eq!(r["receipt"]["serial"], 1, "{r:#}");
+    let (rc, r) = fleet.module_on_controller(&install, &[]);
+    assert_eq!(rc, 0, "{r:#}");
+    assert_eq!(r["changed"], false, "{r:#}");
+
+    // query: nothing drifted; never changed.
+    let query = with(json!({"state": "query", "name": "k8s-worker"}));
+    let (rc, r) = fleet.module_on_controller(&query, &[]);
+    assert_eq!(rc, 0, "{r:#}");
+    assert_eq!(
+        (r["changed"].as_bool(), r["drifted"].as_bool()),
+        (Some(false), Some(false)),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["receipt"]["variables"]["POD_CIDR"], "172.16.9.0/24",
+        "{r:#}"
+    );
+
+    // Serial 2 staged; installing it by name in check mode changes nothing.
+    let s2 = f.write_spec(
+        "spec-2.json",
+        2,
+        &[json!({"kind": "directory", "paths": ["/var/lib/two"], "mode": "0755"})],
+    );
+    let b2 = f.build(&s2, "worker-2.tar.zst");
+    let (rc, r) = fleet.module_on_controller(
+        &with(json!({"state": "staged", "bundle": b2, "vars": {"POD_CIDR": "172.16.9.0/24"}})),
+        &[],
+    );
+    assert_eq!(rc, 0, "{r:#}");
+    assert_eq!(
+        (r["changed"].as_bool(), r["outcome"].as_str()),
+        (Some(true), Some("staged")),
+        "{r:#}"
+    );
+    let apply = with(json!({"state": "installed", "name": "k8s-worker"}));
+    let (rc, r) = fleet.module_on_controller(&apply, &["--check"]);
+    assert_eq!(rc, 0, "{r:#}");
+    assert_eq!(r["changed"], true, "{r:#}");
+    assert!(!root.join("var/lib/two").exists(), "check mode applied");
+
+    // absent-staged: check mode keeps it, then it goes, then nothing to do.
+    let unstage = with(json!({"state": "absent-staged", "name": "k8s-worker"}));
+    let staged_dir = root.join("var/lib/install-bundle/staged/k8s-worker");
+    let (rc, r) = fleet.module_on_controller(&unstage, &["--check"]);
+    assert_eq!((rc, r["changed"].as_bool()), (0, Some(true)), "{r:#}");
+    assert!(staged_dir.exists());
+    let (rc, r) = fleet.module_on_controller(&unstage, &[]);
+    assert_eq!((rc, r["changed"].as_bool()), (0, Some(true)), "{r:#}");
+    assert!(!staged_dir.exists());
+    let (rc, r) = fleet.module_on_controller(&unstage, &[]);
+    assert_eq!((rc, r["changed"].as_bool()), (0, Some(false)), "{r:#}");
+
+    // A bundle with a flipped byte: failed, with the installer's exit code 3.
+    let mut raw = std::fs::read(&b2).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 1;
+    let bad = f.path("bad.tar.zst");
+    std::fs::write(&bad, raw).unwrap();
+    let (rc, r) = fleet.module_on_controller(
+        &with(json!({"state": "installed", "bundle": bad, "vars": {"POD_CIDR": "172.16.9.0/24"}})),
+        &[],
+    );
+    assert_ne!(rc, 0, "{r:#}");
+    // (The minimal callback shows `failed` as "FAILED!" and ansible exits 2.)
+    assert_eq!((rc, r["exit_code"].as_i64()), (2, Some(3)), "{r:#}");
+    assert!(
+        r["msg"].as_str().unwrap().contains("verification failed"),
+        "{r:#}"
+    );
+}
