@@ -231,6 +231,12 @@ pub fn load(path: &Path, trusted: Option<&TrustedKeys>) -> Result<Side, DiffErro
                 side.packages.insert(info.package, info.version.to_string());
             }
         }
+        // A differential bundle records the packages it leaves out.
+        for o in m.base.iter().flat_map(|b| b.omitted.values()) {
+            if let Some(p) = &o.package {
+                side.packages.insert(p.name.clone(), p.version.clone());
+            }
+        }
         id(&mut side.identity, "name", json!(m.name));
         id(&mut side.identity, "version", json!(m.version));
         id(&mut side.identity, "serial", json!(m.serial));

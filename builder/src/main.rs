@@ -1055,14 +1055,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             } else if !quiet {
                 outln!(
-                    "OK {}: {} {} (serial {}), signed by trusted key {}, {} artifacts ({}) verified",
+                    "OK {}: {} {} (serial {}), signed by trusted key {}, {} artifacts ({}) verified{}",
                     bundle.display(),
                     m.name,
                     m.version,
                     m.serial,
                     v.key_id,
-                    m.artifacts.len(),
-                    HumanBytes(v.artifact_bytes)
+                    m.carried().count(),
+                    HumanBytes(v.artifact_bytes),
+                    match &m.base {
+                        Some(b) => format!(
+                            "; {} left out (a differential bundle for hosts with serial {})",
+                            b.omitted.len(),
+                            b.serial
+                        ),
+                        None => String::new(),
+                    }
                 );
                 outln!("  created {}", m.created);
                 outln!("  {}", bundle_spec::time::describe_expiry(m.expires, now));

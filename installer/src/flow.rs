@@ -123,6 +123,18 @@ pub fn finish_interrupted(root: &Root, state: &StateDir, out: &Out) -> Result<Re
     Ok(recovery)
 }
 
+/// For a differential bundle: `; N left out (installed by serial S)`.
+pub fn left_out(manifest: &Manifest) -> String {
+    match &manifest.base {
+        Some(b) => format!(
+            "; {} left out (a differential bundle: installed by serial {})",
+            b.omitted.len(),
+            b.serial
+        ),
+        None => String::new(),
+    }
+}
+
 /// Policy (expiry, target, serial against the receipt) and the variables,
 /// every problem at once (exit 4).
 fn policy_and_values(
@@ -230,9 +242,10 @@ pub fn prepare_bundle(
         }
     };
     out.line(&format!(
-        "  {} artifacts ({} bytes) verified and staged",
-        manifest.artifacts.len(),
-        verified.artifact_bytes
+        "  {} artifacts ({} bytes) verified and staged{}",
+        manifest.carried().count(),
+        verified.artifact_bytes,
+        left_out(&manifest)
     ));
     Ok(Prepared {
         manifest,
@@ -283,9 +296,10 @@ pub fn prepare_staged(
         loaded.key_id
     ));
     out.line(&format!(
-        "  {} artifacts ({} bytes) verified again",
-        manifest.artifacts.len(),
-        loaded.artifact_bytes
+        "  {} artifacts ({} bytes) verified again{}",
+        manifest.carried().count(),
+        loaded.artifact_bytes,
+        left_out(&manifest)
     ));
     let old_receipt =
         receipt::read(&state.dir, manifest.name.as_str()).map_err(Failure::refused)?;

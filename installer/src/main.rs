@@ -438,14 +438,15 @@ fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
     let v = v?;
     let m = &v.manifest;
     out.line(&format!(
-        "OK {}: {} {} (serial {}), signed by trusted key {}, {} artifacts ({} bytes) verified",
+        "OK {}: {} {} (serial {}), signed by trusted key {}, {} artifacts ({} bytes) verified{}",
         a.bundle,
         m.name,
         m.version,
         m.serial,
         v.key_id,
-        m.artifacts.len(),
-        v.artifact_bytes
+        m.carried().count(),
+        v.artifact_bytes,
+        install_bundle::flow::left_out(m)
     ));
     let now = Timestamp::now();
     let expired = bundle_spec::time::is_expired(m.expires, now);

@@ -152,7 +152,9 @@ fn a_differential_upgrade_leaves_out_the_unchanged_and_ends_where_the_full_bundl
         ],
         &[],
     );
-    verify.code(0);
+    verify.code(0).stdout_has(
+        "1 artifacts (20039 bytes) verified; 3 left out (a differential bundle: installed by serial 1)",
+    );
 
     let by_diff = f.root("by-diff");
     let by_full = f.root("by-full");
@@ -489,4 +491,40 @@ fn a_differential_install_cut_short_rolls_back_to_its_base_then_completes() {
         std::fs::read(root.join("usr/local/bin/runc")).unwrap(),
         std::fs::read(f.path("files/runc-2.amd64")).unwrap()
     );
+}
+
+#[test]
+fn bundler_diff_of_the_full_and_the_differential_bundle_of_one_build_finds_them_equal() {
+    let s = setup();
+    let f = &s.f;
+    let out = run(
+        &bundler(),
+        [
+            "diff".as_ref(),
+            s.full.as_os_str(),
+            s.diff.as_os_str(),
+            "--key".as_ref(),
+            f.keys.public.as_os_str(),
+            "--json".as_ref(),
+        ],
+        &[],
+    );
+    out.code(0);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    bundle_tests::schema::assert_valid("builder/schema/diff.schema.json", "diff", &report);
+    // Against the base: runc changed, the omitted package is still known.
+    let out = run(
+        &bundler(),
+        [
+            "diff".as_ref(),
+            s.base.as_os_str(),
+            s.diff.as_os_str(),
+            "--key".as_ref(),
+            f.keys.public.as_os_str(),
+        ],
+        &[],
+    );
+    out.code(1);
+    assert!(out.stdout.contains("runc"), "{out}");
+    assert!(!out.stdout.contains("demo-motd"), "{out}");
 }
