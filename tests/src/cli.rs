@@ -99,6 +99,18 @@ impl Output {
         assert!(self.stderr.trim().is_empty(), "stderr is not empty\n{self}");
         self
     }
+
+    /// Asserts stderr holds progress only: no warning or error line.
+    pub fn stderr_progress_only(&self) -> &Self {
+        assert!(
+            !self
+                .stderr
+                .lines()
+                .any(|l| l.starts_with("warning") || l.starts_with("error")),
+            "stderr has a warning or an error\n{self}"
+        );
+        self
+    }
 }
 
 /// Runs `bin` with `args` (and extra environment), stdin closed.

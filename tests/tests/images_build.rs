@@ -61,7 +61,6 @@ impl Setup {
         if !args.contains(&"--retries") {
             argv.extend(["--retries".into(), "0".into()]);
         }
-        argv.push("--quiet".into());
         let home = home.display().to_string();
         let mut env: Vec<(&str, &str)> = env.to_vec();
         env.push(("HOME", &home));
@@ -157,7 +156,7 @@ fn pin_resolves_an_unpinned_ref_to_the_digest_the_registry_serves() {
     let spec = s.spec(serde_json::json!({"app": {"ref": reference}}), &[]);
 
     let out = s.pin(&spec, &[]);
-    out.code(0).stderr_empty().stdout_has(&format!(
+    out.code(0).stderr_progress_only().stdout_has(&format!(
         "pinned image app: {reference} is {} (manifest {}; from {reference})",
         image.digest(),
         image.platform("amd64").unwrap().manifest.digest
@@ -228,7 +227,7 @@ fn build_from_a_plain_registry_carries_only_the_target_platform() {
     );
     let out = s.build(&spec, "out.tar.zst", &[], &[]);
     out.code(0)
-        .stderr_empty()
+        .stderr_progress_only()
         .stdout_has(&format!(
             "image app {app_ref}@{} (linux/amd64 manifest {})",
             multi.digest(),
@@ -307,12 +306,12 @@ fn build_from_a_plain_registry_carries_only_the_target_platform() {
     let path = bundle.display().to_string();
     run(
         &bundler(),
-        ["verify", &path, "--key", &public, "--quiet"],
+        ["verify", &path, "--key", &public],
         &[],
     )
     .code(0)
     .stdout_has("2 artifacts")
-    .stderr_empty();
+    .stderr_progress_only();
     run(&bundler(), ["inspect", &path, "--key", &public], &[])
         .code(0)
         .stdout_has("images     2")
@@ -322,7 +321,7 @@ fn build_from_a_plain_registry_carries_only_the_target_platform() {
             "linux/amd64 manifest {}",
             multi.platform("amd64").unwrap().manifest.digest
         ))
-        .stderr_empty();
+        .stderr_progress_only();
 
     // skopeo, when installed, reads the layout as an OCI archive.
     if std::process::Command::new("skopeo")
@@ -473,7 +472,7 @@ fn a_tls_registry_needs_its_ca_and_the_credentials_of_the_auth_file() {
         &[("REGISTRY_AUTH_FILE", &good_env)],
     )
     .code(0)
-    .stderr_empty()
+    .stderr_progress_only()
     .stdout_has("2 blob(s) downloaded, 0 from cache");
     let m = manifest(&s.path("out.tar.zst"));
     assert_eq!(m["images"]["app"]["manifest"], image.digest());
@@ -493,7 +492,7 @@ fn a_registry_with_token_authentication_is_pulled_from_anonymously_with_a_bearer
     s.pin(&spec, &[]).code(0).stdout_has(image.digest());
     s.build(&spec, "out.tar.zst", &[], &[])
         .code(0)
-        .stderr_empty()
+        .stderr_progress_only()
         .stdout_has("2 blob(s) downloaded");
     let token_requests = registry.token_server().unwrap().requests("/token");
     assert!(!token_requests.is_empty(), "no token was asked for");
@@ -530,7 +529,7 @@ fn mirrors_are_tried_in_order_when_the_registry_is_down() {
         .stdout_has(&format!("from {}/team/app:1.0", mirror.host()));
     s.build(&spec, "out.tar.zst", &[], &[])
         .code(0)
-        .stderr_empty();
+        .stderr_progress_only();
     let m = manifest(&s.path("out.tar.zst"));
     // The node knows the image by its ref, wherever it came from.
     assert_eq!(m["images"]["app"]["ref"], reference);
@@ -635,7 +634,7 @@ fn a_sandbox_image_the_bundle_does_not_carry_is_refused_naming_the_step_and_the_
         &[file("sandbox_image = \"${OTHER}\"\n", true)],
     );
     let out = s.build(&spec, "out.tar.zst", &[], &[]);
-    out.code(0).stderr_empty();
+    out.code(0).stderr_progress_only();
 }
 
 #[test]
