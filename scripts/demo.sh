@@ -19,7 +19,12 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal, unless NO_COLOR is set (https://no-color.org).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+  say() { printf '\n== %s\n' "$*"; }
+fi
 
 say "serving examples/demo/files on 127.0.0.1 (stands in for upstream download sites)"
 "$SERVE" examples/demo/files --port-file "$work/url" --timeout 300 & server=$!
@@ -60,7 +65,7 @@ SOURCE_DATE_EPOCH=1767225600 "$BUNDLER" build "$work/spec.json" --key "$work/key
   --cache "$work/cache" -o "$work/demo-node.tar.zst"
 
 say "bundler verify (signature, manifest, every byte)"
-"$BUNDLER" verify "$work/demo-node.tar.zst" --key "$work/keys/demo.pub" --quiet
+"$BUNDLER" verify "$work/demo-node.tar.zst" --key "$work/keys/demo.pub"
 
 say "bundler inspect"
 "$BUNDLER" inspect "$work/demo-node.tar.zst" --key "$work/keys/demo.pub"
