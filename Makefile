@@ -96,6 +96,8 @@ demo: build static
 # Benchmark vs plain tar+zstd (release builds; never part of `make test`).
 # Prints the table and writes target/bench.json. BENCH_ARGS: e.g. --size 256M,
 # --reps 3, --only build,verify, --scale (0.25-2 GiB; target/bench-scale.json).
+# Phases: build,install,verify,download,images,parts,transfer (push/pull against
+# moto and docker-registry started on loopback; --transfer-size, default 256M).
 bench: static
 	$(CARGO) build --release -p bundler -p install-bundle -p bundle-bench
 	target/release/bench $(BENCH_ARGS)

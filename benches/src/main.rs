@@ -3,7 +3,8 @@
 //! artifact set. Never run by `make test`.
 //!
 //! ```text
-//! bench [--size 1G] [--reps 5] [--only build,install,verify,download,images,parts]
+//! bench [--size 1G] [--reps 5] [--only build,install,verify,download,images,parts,transfer]
+//!       [--transfer-size 256M]
 //! bench --scale [--scale-sizes 256M,512M,1G,2G] [--reps 3]
 //! ```
 //!
@@ -21,6 +22,7 @@ mod download;
 mod images;
 mod measure;
 mod parts;
+mod transfer;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -54,9 +56,12 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "build,install,verify,download,images,parts"
+        default_value = "build,install,verify,download,images,parts,transfer"
     )]
     only: Vec<Phase>,
+    /// Transfer: size of the bundle pushed and pulled (K, M, G suffixes).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    transfer_size: u64,
     /// Skip the informational variants (release-build installer, zstd|tar + sync,
     /// install-bundle verify, zstd -dc | sha256sum).
     #[arg(long)]
@@ -107,6 +112,7 @@ enum Phase {
     Download,
     Images,
     Parts,
+    Transfer,
 }
 
 /// Paths shared by every phase.
@@ -289,7 +295,12 @@ fn run(cli: Cli) -> Result<()> {
     let size_phases: Vec<Phase> = phases
         .iter()
         .copied()
-        .filter(|p| !matches!(p, Phase::Download | Phase::Images | Phase::Parts))
+        .filter(|p| {
+            !matches!(
+                p,
+                Phase::Download | Phase::Images | Phase::Parts | Phase::Transfer
+            )
+        })
         .collect();
     let mut doc = json!({
         "schema": "bundle-bench/1", "mode": "single", "when_unix": now_unix(),
@@ -317,6 +328,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     if phases.contains(&Phase::Images) {
         doc["images"] = images::run(&ctx, reps.min(5))?;
+    }
+    if phases.contains(&Phase::Transfer) {
+        doc["transfer"] = transfer::run(&ctx, cli.transfer_size, reps.min(3))?;
     }
     write_json(
         &cli.json

@@ -372,6 +372,12 @@ impl Registry {
         self.addr
     }
 
+    /// The registry's process id while it runs (to read its CPU time in
+    /// /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// How it is secured.
     pub fn kind(&self) -> Kind {
         self.kind

@@ -147,6 +147,11 @@ impl Moto {
         }
     }
 
+    /// The server's process id (to read its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)

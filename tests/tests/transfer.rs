@@ -352,25 +352,40 @@ fn push_refuses_a_bundle_without_its_detached_signature() {
     .stderr_has("not a bundle built by `bundler build`");
 }
 
-/// Size of the multipart test bundle and its part size: 64 MiB in 8 MiB
-/// parts by default. moto stores about 13 MB/s on the 2-core CI machine (a
-/// 2 GiB bundle would take minutes each way), so the multipart path is
-/// shown with a smaller part size; `BUNDLE_TEST_MULTIPART_MIB=2048` runs it
-/// with a multi-GiB bundle in 128 MiB parts.
-fn multipart_size() -> (u64, u64) {
+/// Size of the multipart test bundle, its part size and the pull's chunk
+/// size: 64 MiB in 8 MiB parts by default; `BUNDLE_TEST_MULTIPART_MIB=2048`
+/// runs it with a multi-GiB bundle in 128 MiB parts, pulled in 1 GiB chunks.
+///
+/// Why not 2 GiB by default: the time goes to moto (5.2, Python), not to
+/// `bundler`. Measured on the 2-core machine (2 GiB, 16 parts, 4 jobs): the
+/// parts go up in 15–23 s with moto at 100% of one core, then moto's
+/// CompleteMultipartUpload takes 28 s (it joins the parts in memory, twice,
+/// plus a CRC64 of the whole object: 8.5–9.2 GB peak RSS), and every ranged GET
+/// reads the whole object before slicing it, so a pull in 128 MiB chunks
+/// takes 35 s where 1 GiB chunks take 11 s. With signing the sparse test
+/// bundle (12 s) and the sha256 check (5 s) the test takes 95–115 s and
+/// needs ~9 GB of RAM, too much for every `make test`.
+fn multipart_size() -> (u64, u64, u64) {
     let mib = std::env::var("BUNDLE_TEST_MULTIPART_MIB")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(64);
-    (mib << 20, if mib >= 1024 { 128 << 20 } else { 8 << 20 })
+    if mib >= 1024 {
+        (mib << 20, 128 << 20, 1 << 30)
+    } else {
+        (mib << 20, 8 << 20, 8 << 20)
+    }
 }
 
 #[test]
 fn s3_large_bundle_goes_up_as_a_parallel_multipart_upload_and_comes_back_identical() {
     let Some(c) = s3_case(false) else { return };
-    let (size, part) = multipart_size();
+    let (size, part, chunk) = multipart_size();
     let part_arg = format!("{}M", part >> 20);
+    let chunk_arg = format!("{}M", chunk >> 20);
+    let t = std::time::Instant::now();
     let big = padded_bundle(&c.f, "big.tar.zst", size);
+    eprintln!("signing {} MiB: {:?}", size >> 20, t.elapsed());
     let url = format!("s3://{BUCKET}/big.tar.zst");
     let parts = size.div_ceil(part);
     let t = std::time::Instant::now();
@@ -388,7 +403,7 @@ fn s3_large_bundle_goes_up_as_a_parallel_multipart_upload_and_comes_back_identic
         &url,
         &out,
         &c.env,
-        &["--part-size", &part_arg, "--jobs", "4"],
+        &["--part-size", &chunk_arg, "--jobs", "4"],
     )
     .code(0)
     .stdout_has("pulled k8s-worker 1.21.0-1 (serial 1)");
