@@ -304,14 +304,10 @@ fn build_from_a_plain_registry_carries_only_the_target_platform() {
     // verify and inspect see it like any artifact.
     let public = s.keys.public.display().to_string();
     let path = bundle.display().to_string();
-    run(
-        &bundler(),
-        ["verify", &path, "--key", &public],
-        &[],
-    )
-    .code(0)
-    .stdout_has("2 artifacts")
-    .stderr_progress_only();
+    run(&bundler(), ["verify", &path, "--key", &public], &[])
+        .code(0)
+        .stdout_has("2 artifacts")
+        .stderr_progress_only();
     run(&bundler(), ["inspect", &path, "--key", &public], &[])
         .code(0)
         .stdout_has("images     2")

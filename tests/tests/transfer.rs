@@ -174,7 +174,11 @@ fn s3_push_then_pull_is_byte_identical_and_says_what_was_fetched() {
     let json = c.out_dir.join("again.tar.zst");
     let o = c.pull(&url, &json, &c.env, &["--json"]);
     o.code(0);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let v = bundle_tests::schema::assert_valid_output(
+        "builder/schema/pull.schema.json",
+        "bundler pull --json",
+        &o.stdout,
+    );
     assert_eq!(v["name"], "k8s-worker");
     assert_eq!(v["serial"], 1);
     assert_eq!(v["key_id"], key_id(&c.f));
