@@ -1063,14 +1063,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     v.key_id,
                     m.carried().count(),
                     HumanBytes(v.artifact_bytes),
-                    match &m.base {
-                        Some(b) => format!(
-                            "; {} left out (a differential bundle for hosts with serial {})",
-                            b.omitted.len(),
-                            b.serial
-                        ),
-                        None => String::new(),
-                    }
+                    m.left_out()
                 );
                 outln!("  created {}", m.created);
                 outln!("  {}", bundle_spec::time::describe_expiry(m.expires, now));

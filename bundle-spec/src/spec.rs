@@ -436,6 +436,20 @@ impl Manifest {
             .is_some_and(|b| b.omitted.contains_key(name))
     }
 
+    /// For a differential bundle, what it leaves out, as verification output
+    /// ends with it: `; 3 left out (a differential bundle for hosts with
+    /// serial 1)`; empty for a full bundle.
+    pub fn left_out(&self) -> String {
+        match &self.base {
+            Some(b) => format!(
+                "; {} left out (a differential bundle for hosts with serial {})",
+                b.omitted.len(),
+                b.serial
+            ),
+            None => String::new(),
+        }
+    }
+
     /// The artifacts the bundle carries, in entry (name) order: every one but
     /// a differential bundle's omitted ones.
     pub fn carried(&self) -> impl Iterator<Item = (&ArtifactName, &ManifestArtifact)> {

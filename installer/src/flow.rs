@@ -123,18 +123,6 @@ pub fn finish_interrupted(root: &Root, state: &StateDir, out: &Out) -> Result<Re
     Ok(recovery)
 }
 
-/// For a differential bundle: `; N left out (installed by serial S)`.
-pub fn left_out(manifest: &Manifest) -> String {
-    match &manifest.base {
-        Some(b) => format!(
-            "; {} left out (a differential bundle: installed by serial {})",
-            b.omitted.len(),
-            b.serial
-        ),
-        None => String::new(),
-    }
-}
-
 /// Policy (expiry, target, serial against the receipt) and the variables,
 /// every problem at once (exit 4).
 fn policy_and_values(
@@ -245,7 +233,7 @@ pub fn prepare_bundle(
         "  {} artifacts ({} bytes) verified and staged{}",
         manifest.carried().count(),
         verified.artifact_bytes,
-        left_out(&manifest)
+        manifest.left_out()
     ));
     Ok(Prepared {
         manifest,
@@ -299,7 +287,7 @@ pub fn prepare_staged(
         "  {} artifacts ({} bytes) verified again{}",
         manifest.carried().count(),
         loaded.artifact_bytes,
-        left_out(&manifest)
+        manifest.left_out()
     ));
     let old_receipt =
         receipt::read(&state.dir, manifest.name.as_str()).map_err(Failure::refused)?;

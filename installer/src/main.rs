@@ -446,7 +446,7 @@ fn verify(a: &VerifyArgs, out: &Out) -> Result<serde_json::Value, Failure> {
         v.key_id,
         m.carried().count(),
         v.artifact_bytes,
-        install_bundle::flow::left_out(m)
+        m.left_out()
     ));
     let now = Timestamp::now();
     let expired = bundle_spec::time::is_expired(m.expires, now);

@@ -153,7 +153,7 @@ fn a_differential_upgrade_leaves_out_the_unchanged_and_ends_where_the_full_bundl
         &[],
     );
     verify.code(0).stdout_has(
-        "1 artifacts (20039 bytes) verified; 3 left out (a differential bundle: installed by serial 1)",
+        "1 artifacts (20039 bytes) verified; 3 left out (a differential bundle for hosts with serial 1)",
     );
 
     let by_diff = f.root("by-diff");
