@@ -357,23 +357,24 @@ fn push_refuses_a_bundle_without_its_detached_signature() {
 }
 
 /// Size of the multipart test bundle, its part size and the pull's chunk
-/// size: 64 MiB in 8 MiB parts by default; `BUNDLE_TEST_MULTIPART_MIB=2048`
-/// runs it with a multi-GiB bundle in 128 MiB parts, pulled in 1 GiB chunks.
+/// size: 2 GiB (sparse test data) in 128 MiB parts by default, pulled in 1 GiB
+/// chunks; `BUNDLE_TEST_MULTIPART_MIB=64` runs it with 64 MiB in 8 MiB parts
+/// for a quick local check.
 ///
-/// Why not 2 GiB by default: the time goes to moto (5.2, Python), not to
-/// `bundler`. Measured on the 2-core machine (2 GiB, 16 parts, 4 jobs): the
-/// parts go up in 15–23 s with moto at 100% of one core, then moto's
-/// CompleteMultipartUpload takes 28 s (it joins the parts in memory, twice,
-/// plus a CRC64 of the whole object: 8.5–9.2 GB peak RSS), and every ranged GET
-/// reads the whole object before slicing it, so a pull in 128 MiB chunks
-/// takes 35 s where 1 GiB chunks take 11 s. With signing the sparse test
-/// bundle (12 s) and the sha256 check (5 s) the test takes 95–115 s and
-/// needs ~9 GB of RAM, too much for every `make test`.
+/// Where the time goes: to moto (Python), not to `bundler`. Measured on the
+/// 2-core machine (2 GiB, 16 parts, 4 jobs): the parts go up in 15–23 s with
+/// moto at 100% of one core, then moto's CompleteMultipartUpload takes 28 s
+/// (it joins the parts in memory, twice, plus a CRC64 of the whole object:
+/// 8.5–9.2 GB peak RSS), and every ranged GET reads the whole object before
+/// slicing it, so a pull in 128 MiB chunks takes 35 s where 1 GiB chunks take
+/// 11 s. With signing the sparse test bundle (12 s) and the sha256 check (5 s)
+/// the test takes 95–115 s and needs ~9 GB of RAM (moto's), which the 24 GiB
+/// CI machine has.
 fn multipart_size() -> (u64, u64, u64) {
     let mib = std::env::var("BUNDLE_TEST_MULTIPART_MIB")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(64);
+        .unwrap_or(2048);
     if mib >= 1024 {
         (mib << 20, 128 << 20, 1 << 30)
     } else {
