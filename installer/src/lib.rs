@@ -10,6 +10,7 @@ pub mod flow;
 pub mod images;
 pub mod journal;
 pub mod output;
+pub mod parallel;
 pub mod paths;
 pub mod plan;
 pub mod policy;

@@ -531,8 +531,8 @@ fn status(a: &StatusArgs, out: &Out) -> Result<serde_json::Value, Failure> {
                     out.line(&format!("  variable {k}={v}"));
                 }
             }
-            for p in &r.paths {
-                let problem = install_bundle::status::check_path(&root, p);
+            let problems = install_bundle::status::check_paths(&root, &r.paths);
+            for (p, problem) in r.paths.iter().zip(problems) {
                 if detailed || problem.is_some() {
                     out.line(&format!(
                         "  {:<10} {} {}",

@@ -645,8 +645,12 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                             }
                             Err(e) => problem(e.to_string()),
                         }
-                        for m in &scanned {
-                            match member_op(root, &s.dest, m) {
+                        // Comparing with the host hashes every file there:
+                        // on several threads.
+                        let member_ops =
+                            crate::parallel::map(&scanned, |m| member_op(root, &s.dest, m));
+                        for (m, op) in scanned.iter().zip(member_ops) {
+                            match op {
                                 Ok(op) => ops.push(op),
                                 Err(e) => problem(format!("member {}: {e}", m.stored)),
                             }
