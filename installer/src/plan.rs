@@ -532,6 +532,16 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
         problems.push(format!("directories below /run: {e}"));
         None
     });
+    // Every archive is read (decompressed, each member hashed) before the
+    // steps are planned: on several threads, one archive each.
+    let staging = &ctx.staging;
+    let manifest = ctx.manifest;
+    let mut scans = crate::parallel::map(&manifest.steps, |step| match step {
+        Step::Extract(s) if differential::omitted(manifest, &s.artifact).is_none() => Some(
+            extract::scan(&staging.artifact(&s.artifact), s.artifact.as_str(), s),
+        ),
+        _ => None,
+    });
     for (i, step) in ctx.manifest.steps.iter().enumerate() {
         let number = i + 1;
         let mut ops = Vec::new();
@@ -621,10 +631,9 @@ pub fn build(ctx: &Context<'_>) -> Result<Plan, Vec<String>> {
                 }
             }
             Step::Extract(s) => {
-                let archive = ctx.staging.artifact(&s.artifact);
                 let scanned = match differential::omitted(ctx.manifest, &s.artifact) {
                     Some(o) => Ok(o.members.clone()),
-                    None => extract::scan(&archive, s.artifact.as_str(), s),
+                    None => scans[i].take().expect("every extract step was scanned"),
                 };
                 match scanned {
                     Ok(scanned) => {
