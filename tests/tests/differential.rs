@@ -26,20 +26,7 @@ fn spec_2(f: &Fixture) -> PathBuf {
     spec["serial"] = 2.into();
     spec["version"] = "1.21.0-2".into();
     spec["artifacts"]["runc"] = serde_json::json!({"url": "file:files/runc-2.amd64"});
-    let path = f.path("spec-2.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    run(
-        &bundler(),
-        [
-            "pin".as_ref(),
-            path.as_os_str(),
-            "--cache".as_ref(),
-            f.path("cache").as_os_str(),
-        ],
-        &[],
-    )
-    .code(0);
-    path
+    kit::write_pinned_spec(f, "spec-2.json", &spec)
 }
 
 /// `bundler build SPEC --base BASE -o OUT --full-output FULL --json`.
